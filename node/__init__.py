@@ -1,0 +1,1 @@
+"""The provincial exchange node: members, listings, search, trades and delivery."""

@@ -1,0 +1,88 @@
+"""Offline verification of a bundle: a signed, logged statement as the registry answers it.
+
+A bundle (``provex.v1.Bundle``) carries the DSSE envelope exactly as it was
+logged, its log index, an inclusion proof, and the signed checkpoint the proof
+is against. Anyone holding the trust root checks, with no network:
+
+1. the checkpoint is signed by the log key and has the log's origin;
+2. the log index lies inside the checkpoint's tree;
+3. SHA-256(0x00 ‖ envelope bytes) is included at that index (RFC 6962);
+4. the envelope has the expected payload type and is signed by the issuer key
+   (trust roots: by a threshold of the root keys);
+5. the payload decodes as the expected document.
+
+Every failure raises :class:`provex.errors.VerificationError`. Callers that
+keep a checkpoint of their own additionally check consistency between the
+two (``provex.merkle.verify_consistency``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic
+
+from provex import checkpoint as notes
+from provex import documents, merkle
+from provex import envelope as dsse
+from provex.documents import DocumentT
+from provex.errors import VerificationError
+from provex.trust import TrustRoot
+from provex.v1 import common_pb2, dataset_pb2, trust_pb2
+
+
+@dataclass(frozen=True)
+class VerifiedBundle(Generic[DocumentT]):
+    """What a verified bundle proves: this document, signed, at this place in the log."""
+
+    document: DocumentT
+    envelope: dsse.Envelope
+    entry: bytes
+    log_index: int
+    checkpoint: notes.Checkpoint
+    checkpoint_note: str
+
+
+def verify_bundle(
+    bundle: common_pb2.Bundle, trust_root: TrustRoot, message_class: type[DocumentT]
+) -> VerifiedBundle[DocumentT]:
+    """Verify ``bundle`` against ``trust_root``; return its decoded document."""
+    if not bundle.envelope:
+        raise VerificationError("bundle has no envelope")
+    if not bundle.checkpoint:
+        raise VerificationError("bundle has no checkpoint")
+    checkpoint = notes.verify_checkpoint(
+        bundle.checkpoint, trust_root.log_verifier, origin=trust_root.log_origin
+    )
+    if bundle.log_index >= checkpoint.size:
+        raise VerificationError(
+            f"log index {bundle.log_index} is outside the checkpoint's tree of size "
+            f"{checkpoint.size}"
+        )
+    merkle.verify_inclusion(
+        merkle.leaf_hash(bundle.envelope),
+        bundle.log_index,
+        checkpoint.size,
+        list(bundle.inclusion_proof),
+        checkpoint.root_hash,
+    )
+    envelope = dsse.Envelope.from_json(bundle.envelope)
+    if message_class is trust_pb2.TrustRoot:
+        keys, threshold = trust_root.root_public_keys, trust_root.root_threshold
+    else:
+        keys, threshold = {dsse.key_id(trust_root.issuer_key): trust_root.issuer_public_key}, 1
+    document = documents.open_document(envelope, message_class, keys, threshold)
+    return VerifiedBundle(
+        document=document,
+        envelope=envelope,
+        entry=bundle.envelope,
+        log_index=bundle.log_index,
+        checkpoint=checkpoint,
+        checkpoint_note=bundle.checkpoint,
+    )
+
+
+def verify_certificate(
+    bundle: common_pb2.Bundle, trust_root: TrustRoot
+) -> dataset_pb2.DatasetCertificate:
+    """Verify a certificate bundle and return the dataset certificate it carries."""
+    return verify_bundle(bundle, trust_root, dataset_pb2.DatasetCertificate).document

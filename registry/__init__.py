@@ -1,0 +1,1 @@
+"""The national registry: enrollment, catalog, signed dataset identifiers, transparency log."""
