@@ -50,10 +50,12 @@ AUTH_CONTEXT_PEM_CERT = "x509_pem_cert"
 
 
 class PeerKind(enum.Enum):
-    """The two kinds of parties that hold federation certificates."""
+    """The kinds of parties that hold federation certificates."""
 
     NODE = "node"
     ADMIN = "admin"
+    # The national registry's own servers (``spiffe://<td>/registry/national``).
+    REGISTRY = "registry"
 
 
 def check_trust_domain(trust_domain: str) -> str:
@@ -106,6 +108,11 @@ class SpiffeId:
         return cls(trust_domain, PeerKind.ADMIN, name)
 
     @classmethod
+    def registry(cls, trust_domain: str, name: str = "national") -> SpiffeId:
+        """``spiffe://<trust_domain>/registry/<name>``: the registry's server identity."""
+        return cls(trust_domain, PeerKind.REGISTRY, name)
+
+    @classmethod
     def parse(cls, uri: str) -> SpiffeId:
         """Parse a SPIFFE id strictly; raise InvalidArgument on any deviation.
 
@@ -132,7 +139,7 @@ class SpiffeId:
             kind = PeerKind(kind_text)
         except ValueError:
             raise InvalidArgument(
-                f"SPIFFE id {uri!r}: path must start with /node/ or /admin/"
+                f"SPIFFE id {uri!r}: path must start with /node/, /admin/ or /registry/"
             ) from None
         return cls(trust_domain, kind, name)
 

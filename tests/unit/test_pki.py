@@ -370,7 +370,7 @@ def test_leaf_never_outlives_its_ca() -> None:
 
 def test_server_certificate_without_csr(ca: Ca) -> None:
     key = generate_tls_key()
-    registry = SpiffeId.node(TD, "registry")
+    registry = SpiffeId.registry(TD)
     cert = issue_server_certificate(
         ca.key,
         ca.cert,

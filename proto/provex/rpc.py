@@ -1,0 +1,132 @@
+"""Server plumbing every Provex server shares: error mapping, health, reflection, readiness.
+
+- :class:`ErrorInterceptor` answers a :class:`provex.errors.ProvexError` with its
+  status code and message, and anything else as INTERNAL *without* the
+  exception text (the traceback goes to the log). It is the one place where
+  domain errors become gRPC statuses.
+- :func:`add_health_and_reflection` registers the gRPC health service and
+  server reflection for the given services.
+- :func:`write_endpoints` / :func:`wait_for_endpoints`: the machine-readable
+  readiness file ``<state>/run/endpoints.json`` (each port's actual address,
+  and the CA certificate clients must trust).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from provex.errors import ProvexError
+
+log = logging.getLogger(__name__)
+
+INTERNAL_MESSAGE = "internal error; the server logged the details"
+
+Behavior = Callable[..., Any]
+
+
+def _abort_args(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(error, ProvexError):
+        return error.code, str(error)
+    log.exception("unhandled error in a gRPC handler", exc_info=error)
+    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
+def _wrap_unary_response(behavior: Behavior) -> Behavior:
+    async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await behavior(request_or_iterator, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await context.abort(*_abort_args(error))
+
+    return handler
+
+
+def _wrap_stream_response(behavior: Behavior) -> Behavior:
+    async def handler(
+        request_or_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(request_or_iterator, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await context.abort(*_abort_args(error))
+
+    return handler
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+    """Turns ProvexError into its status code; hides every other exception as INTERNAL."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler: Any = await continuation(handler_call_details)
+        if handler is None:
+            return None  # type: ignore[return-value]  # no such method: grpc answers UNIMPLEMENTED
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=_wrap_unary_response(handler.unary_unary))  # type: ignore[no-any-return]
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=_wrap_unary_response(handler.stream_unary))  # type: ignore[no-any-return]
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=_wrap_stream_response(handler.unary_stream))  # type: ignore[no-any-return]
+        return handler._replace(stream_stream=_wrap_stream_response(handler.stream_stream))  # type: ignore[no-any-return]
+
+
+def add_health_and_reflection(
+    server: grpc.aio.Server, service_names: Iterable[str]
+) -> health.HealthServicer:
+    """Register health checking (every service SERVING) and reflection on ``server``."""
+    names = list(service_names)
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    for name in ["", *names]:
+        servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    return servicer
+
+
+def write_endpoints(state_dir: Path, endpoints: Mapping[str, Any]) -> Path:
+    """Write ``<state>/run/endpoints.json`` atomically; return its path."""
+    run = state_dir / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    target = run / "endpoints.json"
+    scratch = run / f".endpoints.{os.getpid()}.tmp"
+    scratch.write_text(json.dumps(dict(endpoints), sort_keys=True) + "\n")
+    os.replace(scratch, target)
+    return target
+
+
+def remove_endpoints(state_dir: Path) -> None:
+    """Remove the readiness file when a server stops."""
+    (state_dir / "run" / "endpoints.json").unlink(missing_ok=True)
+
+
+async def wait_for_endpoints(state_dir: Path, poll_seconds: float = 0.05) -> dict[str, Any]:
+    """Wait until ``<state>/run/endpoints.json`` exists and parses; bound it with a timeout."""
+    path = state_dir / "run" / "endpoints.json"
+    while True:
+        try:
+            document: dict[str, Any] = json.loads(path.read_text())
+            return document
+        except (FileNotFoundError, json.JSONDecodeError):
+            await asyncio.sleep(poll_seconds)

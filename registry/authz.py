@@ -1,0 +1,92 @@
+"""Who is calling the registry, and what they may do.
+
+The caller is decided from the TLS peer certificate's SPIFFE id (never from a
+request field): no certificate (the public port) is anonymous; a node
+certificate is that node; an admin certificate carries the role recorded for
+that admin name when ``admin add`` issued it. Servicers state each RPC's
+requirement with one call (``require_admin``, ``require_reader``, ...).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from provex.errors import PermissionDenied, Unauthenticated
+from provex.identity import PeerKind, SpiffeId, peer_identity
+
+
+class Role(enum.Enum):
+    """What a caller is to the registry."""
+
+    ANONYMOUS = "anonymous"
+    NODE = "node"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated (or anonymous) caller of one RPC."""
+
+    role: Role
+    spiffe_id: SpiffeId | None = None
+
+    @property
+    def name(self) -> str:
+        """The node id or admin name; "anonymous" without a certificate."""
+        return self.spiffe_id.name if self.spiffe_id else "anonymous"
+
+    def __str__(self) -> str:
+        return str(self.spiffe_id) if self.spiffe_id else "anonymous"
+
+
+AdminRoleLookup = Callable[[str], Role | None]
+
+
+def identify(
+    context: grpc.aio.ServicerContext[Any, Any],
+    trust_domain: str,
+    admin_role: AdminRoleLookup,
+) -> Caller:
+    """The caller of ``context``; Unauthenticated for an unknown admin or a foreign identity."""
+    spiffe_id = peer_identity(context, trust_domain)
+    if spiffe_id is None:
+        return Caller(Role.ANONYMOUS)
+    if spiffe_id.kind is PeerKind.NODE:
+        return Caller(Role.NODE, spiffe_id)
+    if spiffe_id.kind is PeerKind.ADMIN:
+        role = admin_role(spiffe_id.name)
+        if role is None:
+            raise Unauthenticated(f"{spiffe_id} is not a registered admin or auditor")
+        return Caller(role, spiffe_id)
+    raise Unauthenticated(f"{spiffe_id} may not call the registry as a client")
+
+
+def require_admin(caller: Caller, action: str) -> Caller:
+    """Only admins act."""
+    if caller.role is Role.ANONYMOUS:
+        raise Unauthenticated(f"{action} needs an admin client certificate")
+    if caller.role is not Role.ADMIN:
+        raise PermissionDenied(f"{action} is for admins; {caller} is a {caller.role.value}")
+    return caller
+
+
+def require_node(caller: Caller, action: str) -> Caller:
+    """Only enrolled nodes act for themselves."""
+    if caller.role is Role.ANONYMOUS:
+        raise Unauthenticated(f"{action} needs a node certificate from the federation CA")
+    if caller.role is not Role.NODE:
+        raise PermissionDenied(f"{action} is for nodes; {caller} is a {caller.role.value}")
+    return caller
+
+
+def require_authenticated(caller: Caller, action: str) -> Caller:
+    """Any node, auditor or admin (not anonymous)."""
+    if caller.role is Role.ANONYMOUS:
+        raise Unauthenticated(f"{action} needs a client certificate from the federation CA")
+    return caller
