@@ -10,7 +10,7 @@ requirement with one call (``require_admin``, ``require_reader``, ...).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,10 +45,10 @@ class Caller:
         return str(self.spiffe_id) if self.spiffe_id else "anonymous"
 
 
-AdminRoleLookup = Callable[[str], Role | None]
+AdminRoleLookup = Callable[[str], Awaitable[Role | None]]
 
 
-def identify(
+async def identify(
     context: grpc.aio.ServicerContext[Any, Any],
     trust_domain: str,
     admin_role: AdminRoleLookup,
@@ -60,7 +60,7 @@ def identify(
     if spiffe_id.kind is PeerKind.NODE:
         return Caller(Role.NODE, spiffe_id)
     if spiffe_id.kind is PeerKind.ADMIN:
-        role = admin_role(spiffe_id.name)
+        role = await admin_role(spiffe_id.name)
         if role is None:
             raise Unauthenticated(f"{spiffe_id} is not a registered admin or auditor")
         return Caller(role, spiffe_id)

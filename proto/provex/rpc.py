@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -44,7 +45,9 @@ def _abort_args(error: BaseException) -> tuple[grpc.StatusCode, str]:
 def _wrap_unary_response(behavior: Behavior) -> Behavior:
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            return await behavior(request_or_iterator, context)
+            result = behavior(request_or_iterator, context)
+            # Some servicers (grpc's own health service) are synchronous.
+            return await result if inspect.isawaitable(result) else result
         except grpc.aio.AbortError:
             raise
         except Exception as error:
@@ -58,8 +61,13 @@ def _wrap_stream_response(behavior: Behavior) -> Behavior:
         request_or_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         try:
-            async for response in behavior(request_or_iterator, context):
-                yield response
+            responses = behavior(request_or_iterator, context)
+            if inspect.isasyncgen(responses):
+                async for response in responses:
+                    yield response
+            else:
+                for response in responses:
+                    yield response
         except grpc.aio.AbortError:
             raise
         except Exception as error:
@@ -68,7 +76,7 @@ def _wrap_stream_response(behavior: Behavior) -> Behavior:
     return handler
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Turns ProvexError into its status code; hides every other exception as INTERNAL."""
 
     async def intercept_service(

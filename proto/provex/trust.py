@@ -158,6 +158,15 @@ def _open(envelope_bytes: bytes) -> tuple[dsse.Envelope, SignedTrustRoot]:
     )
 
 
+def decode_trust_root(envelope_bytes: bytes) -> TrustRoot:
+    """The content of a trust-root envelope WITHOUT checking its signatures.
+
+    Only for a party's own files (the registry reading its state directory);
+    everyone else uses :func:`load_trust_root` or :func:`verify_chain`.
+    """
+    return _open(envelope_bytes)[1].root
+
+
 def _require_threshold(envelope: dsse.Envelope, signer: TrustRoot, what: str) -> None:
     try:
         dsse.verify(envelope, PAYLOAD_TYPE, signer.root_public_keys, signer.root_threshold)

@@ -1,0 +1,152 @@
+"""``provex-registry serve``: the registry's gRPC servers.
+
+Two ports on one grpc.aio server process:
+
+- the **public** port (server-authenticated TLS): trust root, catalog and log
+  reads (and, later, enrollment by invitation);
+- the **federation** port (mutual TLS, client certificates from the
+  federation CA): the same plus everything nodes and admins do.
+
+Health checking and reflection are on both. Once both ports listen, the
+server writes ``<state>/run/endpoints.json`` and prints the same object as one
+JSON line. SIGTERM or SIGINT drains in-flight calls (``grace_seconds``), stops
+the sequencer (every queued append is committed and answered) and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from provex import pki
+from provex.identity import TlsMaterial
+from provex.rpc import (
+    ErrorInterceptor,
+    add_health_and_reflection,
+    remove_endpoints,
+    write_endpoints,
+)
+from provex.v1 import registry_pb2, registry_pb2_grpc
+from registry.catalog import CatalogBook
+from registry.config import RegistryConfig
+from registry.db import Database
+from registry.publication import Publisher
+from registry.schema import MIGRATIONS
+from registry.services import CatalogService, LogService, TrustService
+from registry.state import StateLayout, load_keys
+from registry.transparency import LogReader, Sequencer
+
+log = logging.getLogger(__name__)
+
+PUBLIC_SERVICES = ("TrustService", "CatalogService", "LogService")
+
+
+@dataclass
+class RunningRegistry:
+    """The parts of a running registry, for an orderly stop."""
+
+    servers: tuple[grpc.aio.Server, ...]
+    sequencer: Sequencer
+    writer: Database
+    reader: Database
+    endpoints: dict[str, Any]
+
+
+def _server(config: RegistryConfig) -> grpc.aio.Server:
+    limit = config.max_message_bytes
+    return grpc.aio.server(
+        interceptors=[ErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", 4 * limit),
+        ],
+    )
+
+
+def _add_services(
+    server: grpc.aio.Server, reader: Database, publisher: Publisher, log_reader: LogReader
+) -> None:
+    registry_pb2_grpc.add_TrustServiceServicer_to_server(TrustService(reader), server)
+    registry_pb2_grpc.add_CatalogServiceServicer_to_server(
+        CatalogService(CatalogBook(reader, publisher)), server
+    )
+    registry_pb2_grpc.add_LogServiceServicer_to_server(LogService(log_reader), server)
+    names = [registry_pb2.DESCRIPTOR.services_by_name[name].full_name for name in PUBLIC_SERVICES]
+    add_health_and_reflection(server, names)
+
+
+async def start(state_dir: Path, config: RegistryConfig) -> RunningRegistry:
+    """Open storage, start the sequencer and both servers; write endpoints.json."""
+    layout = StateLayout(state_dir)
+    keys = load_keys(state_dir)
+    writer = await Database.open(layout.database, migrations=MIGRATIONS)
+    reader = await Database.open(layout.database, readonly=True, migrations=MIGRATIONS)
+    sequencer = Sequencer(
+        writer,
+        keys.log_signer(config.log_origin),
+        config.log_origin,
+        max_batch=config.max_batch,
+        max_wait=config.max_batch_wait_ms / 1000,
+    )
+    await sequencer.start()
+    log_reader = LogReader(reader)
+    publisher = Publisher(sequencer, log_reader, keys.issuer)
+    ca_pem = pki.cert_to_pem(keys.ca_cert)
+    material = TlsMaterial(
+        ca_pem, pki.cert_to_pem(keys.server_cert), pki.key_to_pem(keys.server_key)
+    )
+    # One grpc.aio server per port, so that each port has its own TLS policy.
+    public = _server(config)
+    _add_services(public, reader, publisher, log_reader)
+    public_port = public.add_secure_port(
+        config.public_listen, material.server_credentials(require_client_auth=False)
+    )
+    federation = _server(config)
+    _add_services(federation, reader, publisher, log_reader)
+    federation_port = federation.add_secure_port(
+        config.federation_listen, material.server_credentials(require_client_auth=True)
+    )
+    await public.start()
+    await federation.start()
+    host_public = config.public_listen.rsplit(":", 1)[0]
+    host_federation = config.federation_listen.rsplit(":", 1)[0]
+    endpoints: dict[str, Any] = {
+        "service": "registry",
+        "public": f"{host_public}:{public_port}",
+        "federation": f"{host_federation}:{federation_port}",
+        "ca_certificate": str(layout.ca_cert),
+        "trust_domain": config.trust_domain,
+    }
+    running = RunningRegistry((public, federation), sequencer, writer, reader, endpoints)
+    write_endpoints(state_dir, endpoints)
+    return running
+
+
+async def stop(state_dir: Path, running: RunningRegistry, grace: float) -> None:
+    """Drain calls, commit the sequencer's queue, close storage, remove endpoints.json."""
+    remove_endpoints(state_dir)
+    await asyncio.gather(*(server.stop(grace) for server in running.servers))
+    await running.sequencer.stop()
+    await running.reader.close()
+    await running.writer.close()
+
+
+async def serve(state_dir: Path, config: RegistryConfig) -> None:
+    """Run until SIGTERM or SIGINT."""
+    running = await start(state_dir, config)
+    print(json.dumps(running.endpoints, sort_keys=True), flush=True)
+    log.info("registry ready: %s", running.endpoints)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("registry stopping")
+    await stop(state_dir, running, config.grace_seconds)
