@@ -35,6 +35,52 @@ DOMAIN_MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        3,
+        "nodes, invitations, members",
+        """
+        -- Enrolled nodes: the directory. status: 'active' or 'revoked'.
+        CREATE TABLE nodes (
+            node_id TEXT PRIMARY KEY,
+            region_code TEXT NOT NULL,
+            display_name TEXT NOT NULL,
+            peer_endpoint TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+            signing_key BLOB NOT NULL,
+            certificate_fingerprint TEXT NOT NULL,
+            certificate_expires_at TEXT NOT NULL,
+            enrolled_at TEXT NOT NULL,
+            -- The latest enrollment statement (enrolled, renewed or revoked) in the log.
+            log_index INTEGER NOT NULL REFERENCES log_entries(idx)
+        );
+        -- One-time invitations; only the SHA-256 of the secret is kept.
+        CREATE TABLE invitations (
+            invitation_id TEXT PRIMARY KEY,
+            node_id TEXT NOT NULL,
+            region_code TEXT NOT NULL,
+            display_name TEXT NOT NULL,
+            secret_sha256 BLOB NOT NULL,
+            expires_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            used_at TEXT
+        );
+        -- Organisations reported by their nodes (USCC). status: 'active' or 'frozen'.
+        CREATE TABLE members (
+            credit_code TEXT PRIMARY KEY,
+            node_id TEXT NOT NULL REFERENCES nodes(node_id),
+            name TEXT NOT NULL,
+            region_code TEXT NOT NULL,
+            country TEXT NOT NULL,
+            -- Serialized provex.v1.SecurityOfficer, empty when none.
+            security_officer BLOB NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('active', 'frozen')),
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX members_by_node ON members (node_id);
+        """,
+    ),
+    # Migration 4 (certificates, idempotency, status statements) goes here.
 )
 
 MIGRATIONS: tuple[Migration, ...] = LOG_MIGRATIONS + DOMAIN_MIGRATIONS

@@ -39,7 +39,7 @@ from registry.config import RegistryConfig
 from registry.db import Database
 from registry.publication import Publisher
 from registry.schema import MIGRATIONS
-from registry.services import CatalogService, LogService, TrustService
+from registry.services.reads import CatalogService, LogService, TrustService
 from registry.state import StateLayout, load_keys
 from registry.transparency import LogReader, Sequencer
 
@@ -78,6 +78,8 @@ def _add_services(
         CatalogService(CatalogBook(reader, publisher)), server
     )
     registry_pb2_grpc.add_LogServiceServicer_to_server(LogService(log_reader), server)
+    # Enrollment, directory and member servicers are registered here.
+    # Certificate servicers are registered here.
     names = [registry_pb2.DESCRIPTOR.services_by_name[name].full_name for name in PUBLIC_SERVICES]
     add_health_and_reflection(server, names)
 

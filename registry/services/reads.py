@@ -1,32 +1,17 @@
-"""Thin gRPC servicers of the registry: decode, authorize, call the logic, encode.
-
-Errors raised here or below are ProvexErrors; ``provex.rpc.ErrorInterceptor``
-turns them into status codes. RPCs of the contract that are not built yet
-answer UNIMPLEMENTED (the generated base class does that).
-"""
+"""Servicers of the registry's public reads: trust roots, catalog releases, the log."""
 
 from __future__ import annotations
 
 import sqlite3
 from typing import Any
 
-import grpc
-
 from provex.errors import InvalidArgument, NotFound
 from provex.v1 import registry_pb2, registry_pb2_grpc
 from registry.catalog import CatalogBook
 from registry.db import Database
 from registry.publication import checkpoint_size
+from registry.services.common import Context, not_offered
 from registry.transparency import LogReader
-
-Context = grpc.aio.ServicerContext[Any, Any]
-
-
-async def _not_offered(context: Context, rpc: str) -> Any:
-    """Answer UNIMPLEMENTED for an RPC of the contract this registry does not offer yet."""
-    await context.abort(
-        grpc.StatusCode.UNIMPLEMENTED, f"{rpc} is part of the v1 contract but not offered yet"
-    )
 
 
 class TrustService(registry_pb2_grpc.TrustServiceServicer):
@@ -78,16 +63,16 @@ class CatalogService(registry_pb2_grpc.CatalogServiceServicer):
         )
 
     async def ProposeExtension(self, request: Any, context: Context) -> Any:
-        return await _not_offered(context, "ProposeExtension")
+        return await not_offered(context, "ProposeExtension")
 
     async def ListProposals(self, request: Any, context: Context) -> Any:
-        return await _not_offered(context, "ListProposals")
+        return await not_offered(context, "ListProposals")
 
     async def ReviewProposal(self, request: Any, context: Context) -> Any:
-        return await _not_offered(context, "ReviewProposal")
+        return await not_offered(context, "ReviewProposal")
 
     async def PublishCatalog(self, request: Any, context: Context) -> Any:
-        return await _not_offered(context, "PublishCatalog")
+        return await not_offered(context, "PublishCatalog")
 
 
 class LogService(registry_pb2_grpc.LogServiceServicer):
@@ -142,4 +127,4 @@ class LogService(registry_pb2_grpc.LogServiceServicer):
         return registry_pb2.GetEntriesResponse(entries=entries, start=request.start)
 
     async def SubmitCosignature(self, request: Any, context: Context) -> Any:
-        return await _not_offered(context, "SubmitCosignature")
+        return await not_offered(context, "SubmitCosignature")
