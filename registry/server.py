@@ -39,13 +39,14 @@ from registry.config import RegistryConfig
 from registry.db import Database
 from registry.publication import Publisher
 from registry.schema import MIGRATIONS
+from registry.services.common import Authorizer
 from registry.services.reads import CatalogService, LogService, TrustService
-from registry.state import StateLayout, load_keys
+from registry.state import RegistryKeys, StateLayout, load_keys
 from registry.transparency import LogReader, Sequencer
 
 log = logging.getLogger(__name__)
 
-PUBLIC_SERVICES = ("TrustService", "CatalogService", "LogService")
+SERVICES = ("TrustService", "CatalogService", "LogService")
 
 
 @dataclass
@@ -70,17 +71,30 @@ def _server(config: RegistryConfig) -> grpc.aio.Server:
     )
 
 
-def _add_services(
-    server: grpc.aio.Server, reader: Database, publisher: Publisher, log_reader: LogReader
-) -> None:
+@dataclass(frozen=True)
+class Parts:
+    """What the servicers are built from: settings, keys, storage, the log."""
+
+    config: RegistryConfig
+    keys: RegistryKeys
+    writer: Database
+    reader: Database
+    sequencer: Sequencer
+    log_reader: LogReader
+    publisher: Publisher
+    authorizer: Authorizer
+
+
+def _add_services(server: grpc.aio.Server, parts: Parts) -> None:
+    reader, publisher = parts.reader, parts.publisher
     registry_pb2_grpc.add_TrustServiceServicer_to_server(TrustService(reader), server)
     registry_pb2_grpc.add_CatalogServiceServicer_to_server(
         CatalogService(CatalogBook(reader, publisher)), server
     )
-    registry_pb2_grpc.add_LogServiceServicer_to_server(LogService(log_reader), server)
+    registry_pb2_grpc.add_LogServiceServicer_to_server(LogService(parts.log_reader), server)
     # Enrollment, directory and member servicers are registered here.
     # Certificate servicers are registered here.
-    names = [registry_pb2.DESCRIPTOR.services_by_name[name].full_name for name in PUBLIC_SERVICES]
+    names = [registry_pb2.DESCRIPTOR.services_by_name[name].full_name for name in SERVICES]
     add_health_and_reflection(server, names)
 
 
@@ -100,18 +114,20 @@ async def start(state_dir: Path, config: RegistryConfig) -> RunningRegistry:
     await sequencer.start()
     log_reader = LogReader(reader)
     publisher = Publisher(sequencer, log_reader, keys.issuer)
+    authorizer = Authorizer(reader, config.trust_domain)
+    parts = Parts(config, keys, writer, reader, sequencer, log_reader, publisher, authorizer)
     ca_pem = pki.cert_to_pem(keys.ca_cert)
     material = TlsMaterial(
         ca_pem, pki.cert_to_pem(keys.server_cert), pki.key_to_pem(keys.server_key)
     )
     # One grpc.aio server per port, so that each port has its own TLS policy.
     public = _server(config)
-    _add_services(public, reader, publisher, log_reader)
+    _add_services(public, parts)
     public_port = public.add_secure_port(
         config.public_listen, material.server_credentials(require_client_auth=False)
     )
     federation = _server(config)
-    _add_services(federation, reader, publisher, log_reader)
+    _add_services(federation, parts)
     federation_port = federation.add_secure_port(
         config.federation_listen, material.server_credentials(require_client_auth=True)
     )
