@@ -15,9 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from cryptography import x509
 
+from provex import pki
 from provex.errors import PermissionDenied, Unauthenticated
-from provex.identity import PeerKind, SpiffeId, peer_identity
+from provex.identity import (
+    AUTH_CONTEXT_PEM_CERT,
+    AuthContextSource,
+    PeerKind,
+    SpiffeId,
+    peer_identity,
+)
 
 
 class Role(enum.Enum):
@@ -65,6 +73,17 @@ async def identify(
             raise Unauthenticated(f"{spiffe_id} is not a registered admin or auditor")
         return Caller(role, spiffe_id)
     raise Unauthenticated(f"{spiffe_id} may not call the registry as a client")
+
+
+def peer_certificate_fingerprint(context: AuthContextSource) -> str | None:
+    """Hex SHA-256 of the peer's verified TLS certificate; None without one."""
+    pems = list(context.auth_context().get(AUTH_CONTEXT_PEM_CERT, ()))
+    if len(pems) != 1:
+        return None
+    try:
+        return pki.certificate_fingerprint(x509.load_pem_x509_certificate(pems[0]))
+    except ValueError:
+        return None
 
 
 def require_admin(caller: Caller, action: str) -> Caller:

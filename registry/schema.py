@@ -80,7 +80,50 @@ DOMAIN_MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX members_by_node ON members (node_id);
         """,
     ),
-    # Migration 4 (certificates, idempotency, status statements) goes here.
+    Migration(
+        4,
+        "certificates, idempotency, status statements",
+        """
+        -- Every dataset id issued, with its latest version and that version's grade
+        -- (provex.grading.Grade value), for re-registration and derived_from. Ids of one
+        -- region and year sort by serial, so the last serial issued is max(dataset_id).
+        CREATE TABLE datasets (
+            dataset_id TEXT PRIMARY KEY,
+            node_id TEXT NOT NULL,
+            holder TEXT NOT NULL,
+            latest_version INTEGER NOT NULL,
+            grade INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX datasets_by_holder ON datasets (holder);
+        -- Every certificate (one per version of a dataset) as signed and logged.
+        CREATE TABLE certificates (
+            dataset_id TEXT NOT NULL REFERENCES datasets(dataset_id),
+            version INTEGER NOT NULL,
+            log_index INTEGER NOT NULL REFERENCES log_entries(idx),
+            envelope BLOB NOT NULL,
+            PRIMARY KEY (dataset_id, version)
+        ) WITHOUT ROWID;
+        -- What each (node, idempotency key) registered, and the SHA-256 of that request.
+        CREATE TABLE idempotency (
+            node_id TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            request_sha256 BLOB NOT NULL,
+            dataset_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            PRIMARY KEY (node_id, idempotency_key)
+        ) WITHOUT ROWID;
+        -- Every status statement (suspend, revoke, reinstate; freeze, unfreeze) as logged.
+        CREATE TABLE status_statements (
+            log_index INTEGER PRIMARY KEY REFERENCES log_entries(idx),
+            subject_kind TEXT NOT NULL CHECK (subject_kind IN ('dataset', 'member', 'node')),
+            subject TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('active', 'suspended', 'revoked')),
+            envelope BLOB NOT NULL
+        );
+        CREATE INDEX status_statements_by_subject
+            ON status_statements (subject_kind, subject, log_index);
+        """,
+    ),
 )
 
 MIGRATIONS: tuple[Migration, ...] = LOG_MIGRATIONS + DOMAIN_MIGRATIONS

@@ -37,16 +37,30 @@ from provex.v1 import registry_pb2, registry_pb2_grpc
 from registry.catalog import CatalogBook
 from registry.config import RegistryConfig
 from registry.db import Database
+from registry.enrollment import NodeBook
+from registry.issuance import shared_issuance
+from registry.members import MemberBook
 from registry.publication import Publisher
 from registry.schema import MIGRATIONS
+from registry.services.certificates import CertificateService
 from registry.services.common import Authorizer
+from registry.services.enrollment import DirectoryService, EnrollmentService
+from registry.services.members import MemberService
 from registry.services.reads import CatalogService, LogService, TrustService
 from registry.state import RegistryKeys, StateLayout, load_keys
 from registry.transparency import LogReader, Sequencer
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("TrustService", "CatalogService", "LogService")
+SERVICES = (
+    "TrustService",
+    "CatalogService",
+    "LogService",
+    "EnrollmentService",
+    "DirectoryService",
+    "MemberService",
+    "CertificateService",
+)
 
 
 @dataclass
@@ -92,8 +106,20 @@ def _add_services(server: grpc.aio.Server, parts: Parts) -> None:
         CatalogService(CatalogBook(reader, publisher)), server
     )
     registry_pb2_grpc.add_LogServiceServicer_to_server(LogService(parts.log_reader), server)
-    # Enrollment, directory and member servicers are registered here.
-    # Certificate servicers are registered here.
+    nodes = NodeBook(parts.config, parts.keys, parts.writer, reader, publisher)
+    registry_pb2_grpc.add_EnrollmentServiceServicer_to_server(
+        EnrollmentService(nodes, parts.authorizer), server
+    )
+    registry_pb2_grpc.add_DirectoryServiceServicer_to_server(
+        DirectoryService(nodes, parts.authorizer), server
+    )
+    registry_pb2_grpc.add_MemberServiceServicer_to_server(
+        MemberService(MemberBook(parts.writer, reader), parts.authorizer), server
+    )
+    registry_pb2_grpc.add_CertificateServiceServicer_to_server(
+        CertificateService(shared_issuance(reader, publisher, parts.log_reader), parts.authorizer),
+        server,
+    )
     names = [registry_pb2.DESCRIPTOR.services_by_name[name].full_name for name in SERVICES]
     add_health_and_reflection(server, names)
 
