@@ -12,9 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-import grpc
 from cryptography import x509
 
 from provex import pki
@@ -24,7 +22,6 @@ from provex.identity import (
     AuthContextSource,
     PeerKind,
     SpiffeId,
-    peer_identity,
 )
 
 
@@ -56,13 +53,11 @@ class Caller:
 AdminRoleLookup = Callable[[str], Awaitable[Role | None]]
 
 
-async def identify(
-    context: grpc.aio.ServicerContext[Any, Any],
-    trust_domain: str,
-    admin_role: AdminRoleLookup,
-) -> Caller:
-    """The caller of ``context``; Unauthenticated for an unknown admin or a foreign identity."""
-    spiffe_id = peer_identity(context, trust_domain)
+async def identify(spiffe_id: SpiffeId | None, admin_role: AdminRoleLookup) -> Caller:
+    """The caller presenting ``spiffe_id`` (see :func:`provex.identity.peer_identity`).
+
+    None is anonymous; Unauthenticated for an unknown admin or a foreign identity.
+    """
     if spiffe_id is None:
         return Caller(Role.ANONYMOUS)
     if spiffe_id.kind is PeerKind.NODE:

@@ -17,6 +17,7 @@ import hmac
 import logging
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,7 +40,7 @@ from provex.timestamps import to_timestamp
 from provex.v1 import common_pb2, registry_pb2
 from registry.config import RegistryConfig
 from registry.db import Database
-from registry.publication import Publisher
+from registry.publication import Publisher, RecordRows
 from registry.state import RegistryKeys
 
 log = logging.getLogger(__name__)
@@ -349,12 +350,26 @@ class NodeBook:
         writer: Database,
         reader: Database,
         publisher: Publisher,
+        *,
+        on_node_change: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_node_change(node_id)`` runs after a node's status or certificate changed."""
         self._config = config
         self._keys = keys
         self._writer = writer
         self._reader = reader
         self._publisher = publisher
+        self._on_node_change = on_node_change
+
+    async def _publish_node_change(
+        self, node_id: str, statement: registry_pb2.EnrollmentStatement, record: RecordRows
+    ) -> common_pb2.Bundle:
+        """Log ``statement`` with its rows, then tell ``on_node_change`` (also on failure)."""
+        try:
+            return await self._publisher.publish(statement, record)
+        finally:
+            if self._on_node_change is not None:
+                self._on_node_change(node_id)
 
     # -- invitations
 
@@ -473,7 +488,7 @@ class NodeBook:
                 ),
             )
 
-        bundle = await self._publisher.publish(statement, record)
+        bundle = await self._publish_node_change(node_id, statement, record)
         log.info("node %s enrolled (log index %d)", node_id, bundle.log_index)
         return Enrolled(
             certificate_pem=pki.cert_to_pem(certificate).decode("ascii"),
@@ -526,7 +541,7 @@ class NodeBook:
             if updated.rowcount == 0:
                 raise PermissionDenied(f"node {node_id} is revoked")
 
-        bundle = await self._publisher.publish(statement, record)
+        bundle = await self._publish_node_change(node_id, statement, record)
         log.info("node %s renewed its certificate (log index %d)", node_id, bundle.log_index)
         return Renewed(pki.cert_to_pem(certificate).decode("ascii"), bundle)
 
@@ -551,7 +566,7 @@ class NodeBook:
             if updated.rowcount == 0:
                 raise FailedPrecondition(f"node {node_id} is already revoked")
 
-        bundle = await self._publisher.publish(statement, record)
+        bundle = await self._publish_node_change(node_id, statement, record)
         log.warning(
             "node %s revoked by %s (log index %d): %s",
             node_id,

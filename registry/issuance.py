@@ -75,7 +75,7 @@ import hashlib
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -104,6 +104,7 @@ from registry.transparency import LogReader
 
 __all__ = (
     "BULK_WINDOW",
+    "MAX_BULK_CHUNK",
     "Issuance",
     "StatusSubject",
     "SubjectKind",
@@ -113,8 +114,13 @@ __all__ = (
 
 _log = logging.getLogger(__name__)
 
-BULK_WINDOW = 256
-"""Registrations of one bulk stream processed concurrently (so the sequencer batches them)."""
+MAX_BULK_CHUNK = 1000
+"""Registrations in one chunk (one message) of a bulk stream."""
+BULK_WINDOW = 4
+"""Chunks of one bulk stream processed concurrently (so the sequencer batches them)."""
+
+ChunkOutcome = tuple[str, common_pb2.Bundle | ProvexError]
+"""One registration of a bulk chunk: its idempotency key, and its bundle or refusal."""
 
 MAX_IDEMPOTENCY_KEY = 128
 MAX_TITLE = 200
@@ -396,18 +402,24 @@ def _check_owner(
 def _lookup_keys(
     conn: sqlite3.Connection, keys: list[tuple[str, str]]
 ) -> dict[tuple[str, str], _Stored]:
-    """Idempotency rows of many (node, key) pairs, in chunks of one query each."""
+    """Idempotency rows of many (node, key) pairs: per node, chunks of one indexed query each."""
+    by_node: dict[str, list[str]] = {}
+    for node_id, key in keys:
+        by_node.setdefault(node_id, []).append(key)
     found: dict[tuple[str, str], _Stored] = {}
-    for start in range(0, len(keys), _LOOKUP_CHUNK):
-        chunk = keys[start : start + _LOOKUP_CHUNK]
-        values = ", ".join("(?, ?)" for _ in chunk)
-        rows = conn.execute(
-            "SELECT node_id, idempotency_key, request_sha256, dataset_id, version "
-            f"FROM idempotency WHERE (node_id, idempotency_key) IN (VALUES {values})",
-            [part for pair in chunk for part in pair],
-        )
-        for node_id, key, digest, dataset_id, version in rows:
-            found[str(node_id), str(key)] = _Stored(bytes(digest), str(dataset_id), int(version))
+    for node_id, node_keys in by_node.items():
+        for start in range(0, len(node_keys), _LOOKUP_CHUNK):
+            chunk = node_keys[start : start + _LOOKUP_CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            # node_id = ? AND key IN (...) searches the primary key; a row-value
+            # IN (VALUES ...) would scan the whole table.
+            rows = conn.execute(
+                "SELECT idempotency_key, request_sha256, dataset_id, version FROM idempotency "
+                f"WHERE node_id = ? AND idempotency_key IN ({marks})",
+                [node_id, *chunk],
+            )
+            for key, digest, dataset_id, version in rows:
+                found[node_id, str(key)] = _Stored(bytes(digest), str(dataset_id), int(version))
     return found
 
 
@@ -587,48 +599,68 @@ class Issuance:
             del self._inflight[slot]
             done.set_result(None)
 
+    async def register_chunk(
+        self, node_id: str, requests: Sequence[registry_pb2.RegisterDatasetRequest]
+    ) -> list[ChunkOutcome]:
+        """Register every request of one bulk chunk at once; ``(key, bundle or refusal)`` each.
+
+        The chunk's registrations share log batches; a refusal answers its own
+        request only. Raises InvalidArgument for a chunk of a bad size.
+        """
+        if not 1 <= len(requests) <= MAX_BULK_CHUNK:
+            raise InvalidArgument(
+                f"registrations: a chunk holds 1..{MAX_BULK_CHUNK} registrations, "
+                f"got {len(requests)}"
+            )
+
+        async def outcome(
+            request: registry_pb2.RegisterDatasetRequest,
+        ) -> common_pb2.Bundle | ProvexError:
+            try:
+                return await self.register(node_id, request)
+            except ProvexError as error:
+                return error
+            except Exception as error:
+                return _internal(error)
+
+        outcomes = await asyncio.gather(*(outcome(request) for request in requests))
+        pairs = zip(requests, outcomes, strict=True)
+        return [(request.idempotency_key, item) for request, item in pairs]
+
     async def register_many(
         self,
         node_id: str,
-        requests: AsyncIterable[registry_pb2.RegisterDatasetRequest],
+        chunks: AsyncIterable[Sequence[registry_pb2.RegisterDatasetRequest]],
         *,
         window: int = BULK_WINDOW,
-    ) -> AsyncIterator[tuple[str, common_pb2.Bundle | ProvexError]]:
-        """Bulk registration: ``(idempotency_key, bundle or refusal)`` per request, in order.
+    ) -> AsyncIterator[list[ChunkOutcome]]:
+        """Bulk registration: the outcomes of each chunk (see :meth:`register_chunk`), in order.
 
-        Up to ``window`` requests are processed at once; a refusal answers
-        its own request only. An error of ``requests`` itself ends the stream.
+        Up to ``window`` chunks are processed at once, so the client's next
+        chunks are registered while earlier answers travel back. A bad chunk,
+        or an error of ``chunks`` itself, ends the stream with that error.
         """
-        queue: asyncio.Queue[tuple[str, asyncio.Task[common_pb2.Bundle]] | None] = asyncio.Queue(
-            maxsize=window
-        )
+        queue: asyncio.Queue[asyncio.Task[list[ChunkOutcome]] | None] = asyncio.Queue(window)
 
         async def feed() -> None:
             try:
-                async for request in requests:
-                    task = asyncio.create_task(self.register(node_id, request))
-                    await queue.put((request.idempotency_key, task))
+                async for chunk in chunks:
+                    task = asyncio.create_task(self.register_chunk(node_id, chunk))
+                    await queue.put(task)
             finally:
                 await queue.put(None)
 
         feeder = asyncio.create_task(feed())
         try:
-            while (item := await queue.get()) is not None:
-                key, task = item
-                try:
-                    outcome: common_pb2.Bundle | ProvexError = await task
-                except ProvexError as error:
-                    outcome = error
-                except Exception as error:
-                    outcome = _internal(error)
-                yield key, outcome
+            while (task := await queue.get()) is not None:
+                yield await task
             await feeder  # Raise what the request stream raised, if anything.
         finally:
             feeder.cancel()
             while not queue.empty():
                 item = queue.get_nowait()
                 if item is not None:
-                    item[1].cancel()
+                    item.cancel()
 
     async def _register(self, node_id: str, prepared: _Prepared) -> common_pb2.Bundle:
         stored = await self._keys.get(node_id, prepared.key)

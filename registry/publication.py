@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 
 from provex import documents
 from provex.checkpoint import SignedNote
+from provex.envelope import SigningKey
 from provex.v1 import common_pb2
 from registry.transparency import LogReader, Receipt, Sequencer
 
@@ -46,13 +47,13 @@ class Publisher:
     def __init__(self, sequencer: Sequencer, reader: LogReader, issuer: Ed25519PrivateKey):
         self._sequencer = sequencer
         self._reader = reader
-        self._issuer = issuer
+        self._issuer = SigningKey.of(issuer)
 
     async def publish(
         self,
         document: Message,
         record: RecordRows | None = None,
-        keys: Sequence[Ed25519PrivateKey] | None = None,
+        keys: Sequence[Ed25519PrivateKey | SigningKey] | None = None,
     ) -> common_pb2.Bundle:
         """Sign ``document`` (issuer key unless ``keys``), log it with its rows, bundle it."""
         envelope = documents.sign_document(document, keys or [self._issuer]).to_json()

@@ -106,7 +106,14 @@ def _add_services(server: grpc.aio.Server, parts: Parts) -> None:
         CatalogService(CatalogBook(reader, publisher)), server
     )
     registry_pb2_grpc.add_LogServiceServicer_to_server(LogService(parts.log_reader), server)
-    nodes = NodeBook(parts.config, parts.keys, parts.writer, reader, publisher)
+    nodes = NodeBook(
+        parts.config,
+        parts.keys,
+        parts.writer,
+        reader,
+        publisher,
+        on_node_change=parts.authorizer.node_changed,
+    )
     registry_pb2_grpc.add_EnrollmentServiceServicer_to_server(
         EnrollmentService(nodes, parts.authorizer), server
     )

@@ -56,7 +56,9 @@ def payload_type_of(message_class: type[Message]) -> str:
         raise ValueError(f"{message_class.__name__} is not a signed document type") from None
 
 
-def sign_document(document: Message, keys: Sequence[Ed25519PrivateKey]) -> dsse.Envelope:
+def sign_document(
+    document: Message, keys: Sequence[Ed25519PrivateKey | dsse.SigningKey]
+) -> dsse.Envelope:
     """Serialize ``document`` once and sign those bytes with every key."""
     return dsse.sign(payload_type_of(type(document)), document.SerializeToString(), keys)
 

@@ -119,12 +119,33 @@ def _b64decode(text: str, field: str) -> bytes:
         raise VerificationError(f"envelope {field} is not valid base64") from None
 
 
-def sign(payload_type: str, payload: bytes, keys: Sequence[Ed25519PrivateKey]) -> Envelope:
+@dataclass(frozen=True)
+class SigningKey:
+    """An Ed25519 private key with its key id worked out once (for signers on a hot path)."""
+
+    key: Ed25519PrivateKey
+    keyid: str
+
+    @classmethod
+    def of(cls, key: Ed25519PrivateKey) -> SigningKey:
+        """``key`` and its key id."""
+        return cls(key, key_id(key.public_key()))
+
+
+def _signing_key(key: Ed25519PrivateKey | SigningKey) -> SigningKey:
+    return key if isinstance(key, SigningKey) else SigningKey.of(key)
+
+
+def sign(
+    payload_type: str, payload: bytes, keys: Sequence[Ed25519PrivateKey | SigningKey]
+) -> Envelope:
     """Sign ``payload`` with every key in ``keys`` (at least one)."""
     if not keys:
         raise ValueError("sign needs at least one key")
     message = pae(payload_type, payload)
-    signatures = tuple(Signature(key_id(k.public_key()), k.sign(message)) for k in keys)
+    signatures = tuple(
+        Signature(signer.keyid, signer.key.sign(message)) for signer in map(_signing_key, keys)
+    )
     return Envelope(payload_type, payload, signatures)
 
 

@@ -68,9 +68,10 @@ def iso7064_mod11_2(digits: str) -> str:
     """
     if not digits or not _ASCII_DIGITS.fullmatch(digits):
         raise InvalidArgument(f"MOD 11-2 input must be ASCII digits, got {digits!r}")
-    n = len(digits)
-    total = sum(int(digit) * pow(2, n - i, 11) for i, digit in enumerate(digits))
-    value = (12 - total % 11) % 11
+    total = 0
+    for digit in digits:  # Horner's rule: weights 2**(n - i) mod 11, left to right.
+        total = (total + ord(digit) - 48) * 2 % 11
+    value = (12 - total) % 11
     return "X" if value == 10 else str(value)
 
 

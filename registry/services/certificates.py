@@ -10,19 +10,20 @@ encode. Who may do what:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
-from provex.errors import InvalidArgument
+from provex.errors import InvalidArgument, ProvexError
 from provex.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from registry.authz import require_admin, require_authenticated, require_node
 from registry.issuance import Issuance, StatusSubject, SubjectKind
 from registry.services.common import Authorizer, Context
 
 
-def _error(error: Exception) -> registry_pb2.RegistrationError:
-    code = getattr(error, "code", None)
-    value = code.value[0] if code is not None else 13  # INTERNAL
-    return registry_pb2.RegistrationError(code=value, message=str(error))
+def _result(key: str, outcome: common_pb2.Bundle | ProvexError) -> registry_pb2.RegistrationResult:
+    if isinstance(outcome, common_pb2.Bundle):
+        return registry_pb2.RegistrationResult(idempotency_key=key, certificate=outcome)
+    error = registry_pb2.RegistrationError(code=outcome.code.value[0], message=str(outcome))
+    return registry_pb2.RegistrationResult(idempotency_key=key, error=error)
 
 
 class CertificateService(registry_pb2_grpc.CertificateServiceServicer):
@@ -46,19 +47,14 @@ class CertificateService(registry_pb2_grpc.CertificateServiceServicer):
     ) -> AsyncIterator[registry_pb2.RegisterDatasetsResponse]:
         caller = require_node(await self._authorizer.caller(context), "RegisterDatasets")
 
-        async def registrations() -> AsyncIterator[registry_pb2.RegisterDatasetRequest]:
+        async def chunks() -> AsyncIterator[Sequence[registry_pb2.RegisterDatasetRequest]]:
             async for item in request_iterator:
-                yield item.registration
+                yield item.registrations
 
-        async for key, outcome in self._issuance.register_many(caller.name, registrations()):
-            if isinstance(outcome, common_pb2.Bundle):
-                yield registry_pb2.RegisterDatasetsResponse(
-                    idempotency_key=key, certificate=outcome
-                )
-            else:
-                yield registry_pb2.RegisterDatasetsResponse(
-                    idempotency_key=key, error=_error(outcome)
-                )
+        async for outcomes in self._issuance.register_many(caller.name, chunks()):
+            yield registry_pb2.RegisterDatasetsResponse(
+                results=[_result(key, outcome) for key, outcome in outcomes]
+            )
 
     async def GetCertificate(
         self, request: registry_pb2.GetCertificateRequest, context: Context

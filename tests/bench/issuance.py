@@ -189,7 +189,8 @@ async def main(quick: bool) -> None:
             }
             unary = _load({**base, "mode": "unary", "prefix": "unary"})
             print(_describe("unary RegisterDataset", unary), flush=True)
-            bulk = _load({**base, "mode": "bulk", "prefix": "bulk", "in_flight": 512, "streams": 2})
+            bulk_spec = {"mode": "bulk", "prefix": "bulk", "in_flight": 1000, "streams": 2}
+            bulk = _load({**base, **bulk_spec, "chunk": 250})
             print(_describe("bulk RegisterDatasets", bulk), flush=True)
         finally:
             registry.send_signal(signal.SIGTERM)

@@ -8,7 +8,7 @@ one JSON line ``{"mode", "count", "seconds", "rate", "errors"}``. Modes:
 - ``bulk``: one ``RegisterDatasets`` stream per connection.
 
 Spec keys: mode, target, ca, cert, key, seconds, in_flight, holder, category,
-prefix (unique idempotency-key prefix), streams (bulk).
+prefix (unique idempotency-key prefix), streams and chunk (bulk).
 """
 
 from __future__ import annotations
@@ -116,31 +116,37 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
 async def _bulk(
     channel: grpc.aio.Channel, spec: dict[str, Any], seconds: float
 ) -> tuple[int, int, float]:
+    """``streams`` RegisterDatasets streams, each with ``in_flight`` registrations unanswered.
+
+    Registrations travel in chunks of ``chunk`` (one stream message each).
+    """
     stub = registry_pb2_grpc.CertificateServiceStub(channel)
     streams = int(spec.get("streams", 2))
+    chunk = int(spec.get("chunk", 250))
     started = time.perf_counter()
     deadline = started + seconds
     done = errors = 0
 
     async def one_stream(stream_number: int) -> None:
         nonlocal done, errors
-        window = asyncio.Semaphore(int(spec["in_flight"]))
+        window = asyncio.Semaphore(max(1, int(spec["in_flight"]) // chunk))
 
         async def requests() -> AsyncIterator[registry_pb2.RegisterDatasetsRequest]:
-            number = 0
+            number = stream_number * 10**8
             while time.perf_counter() < deadline:
                 await window.acquire()
                 yield registry_pb2.RegisterDatasetsRequest(
-                    registration=registration(spec, stream_number * 10**8 + number)
+                    registrations=[registration(spec, number + n) for n in range(chunk)]
                 )
-                number += 1
+                number += chunk
 
         async for response in stub.RegisterDatasets(requests(), timeout=seconds + 60):
             window.release()
-            if response.HasField("certificate"):
-                done += 1
-            else:
-                errors += 1
+            for result in response.results:
+                if result.HasField("certificate"):
+                    done += 1
+                else:
+                    errors += 1
 
     await asyncio.gather(*(one_stream(n) for n in range(streams)))
     return done, errors, time.perf_counter() - started

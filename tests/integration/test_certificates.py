@@ -14,7 +14,6 @@ import asyncio
 import hashlib
 import json
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -310,41 +309,52 @@ async def test_refusals_about_who_asks(federation: Federation) -> None:
 
 
 async def test_bulk_stream_answers_every_item_in_order(federation: Federation) -> None:
-    count = 500
+    count, chunk = 500, 120
 
-    def item(n: int) -> registry_pb2.RegisterDatasetsRequest:
+    def item(n: int) -> registry_pb2.RegisterDatasetRequest:
         if n % 100 == 13:
             dataset = description(1000 + n, holder=FOREIGN)
         elif n % 100 == 57:
             dataset = description(1000 + n, categories=["energy.nuclear"])
         else:
             dataset = description(1000 + n)
-        return registry_pb2.RegisterDatasetsRequest(registration=registration(f"bulk-{n}", dataset))
+        return registration(f"bulk-{n}", dataset)
 
     items = [item(n) for n in range(count)]
 
     async def requests() -> AsyncIterator[registry_pb2.RegisterDatasetsRequest]:
-        for request in items:
-            yield request
+        for start in range(0, count, chunk):
+            yield registry_pb2.RegisterDatasetsRequest(registrations=items[start : start + chunk])
 
     async with federation.channel(federation.node) as channel:
         stub = registry_pb2_grpc.CertificateServiceStub(channel)
-        started = time.perf_counter()
         responses = [r async for r in stub.RegisterDatasets(requests(), timeout=60)]
-        elapsed = time.perf_counter() - started
-    print(f"\nbulk: {count} registrations in {elapsed:.2f}s = {count / elapsed:,.0f}/s")
-    assert [r.idempotency_key for r in responses] == [f"bulk-{n}" for n in range(count)]
+    assert [len(r.results) for r in responses] == [120, 120, 120, 120, 20]
+    results = [result for response in responses for result in response.results]
+    assert [r.idempotency_key for r in results] == [f"bulk-{n}" for n in range(count)]
     ids = set()
-    for n, response in enumerate(responses):
+    for n, result in enumerate(results):
         if n % 100 == 13:
-            assert response.error.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+            assert result.error.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
         elif n % 100 == 57:
-            assert response.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
-            assert "rule" in response.error.message
+            assert result.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+            assert "rule" in result.error.message
         else:
-            assert response.WhichOneof("result") == "certificate"
-            ids.add(federation.verify(response.certificate).dataset_id)
+            assert result.WhichOneof("result") == "certificate"
+            ids.add(federation.verify(result.certificate).dataset_id)
     assert len(ids) == count - 10
+
+
+async def test_an_empty_bulk_chunk_is_refused(federation: Federation) -> None:
+    async def requests() -> AsyncIterator[registry_pb2.RegisterDatasetsRequest]:
+        yield registry_pb2.RegisterDatasetsRequest()
+
+    async with federation.channel(federation.node) as channel:
+        stub = registry_pb2_grpc.CertificateServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            _ = [r async for r in stub.RegisterDatasets(requests(), timeout=DEADLINE)]
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "registrations: a chunk holds 1..1000" in (raised.value.details() or "")
 
 
 async def test_status_by_admins_only_and_seen_everywhere(federation: Federation) -> None:

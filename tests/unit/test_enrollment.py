@@ -78,10 +78,11 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     publisher = Publisher(sequencer, LogReader(reader), keys.issuer)
     envelope = (tmp_path / "trust" / "root-1.json").read_bytes()
     root = trust.load_trust_root(envelope, result.trust_root_digest, now).root
+    authorizer = Authorizer(reader, TD)
     yield Env(
-        NodeBook(CONFIG, keys, writer, reader, publisher),
+        NodeBook(CONFIG, keys, writer, reader, publisher, on_node_change=authorizer.node_changed),
         MemberBook(writer, reader),
-        Authorizer(reader, TD),
+        authorizer,
         writer,
         keys,
         root,

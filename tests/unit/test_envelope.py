@@ -144,3 +144,13 @@ def test_sign_needs_a_key_and_threshold_must_be_positive() -> None:
     with pytest.raises(ValueError):
         dsse.verify(signed, TYPE, PUBLIC, threshold=0)
     assert base64.b64decode(json.loads(signed.to_json())["payload"]) == b""
+
+
+def test_a_signing_key_signs_exactly_as_its_private_key() -> None:
+    key = Ed25519PrivateKey.generate()
+    prepared = dsse.SigningKey.of(key)
+    assert prepared.keyid == dsse.key_id(key.public_key())
+    by_key = dsse.sign("application/x-test", b"payload", [key])
+    by_prepared = dsse.sign("application/x-test", b"payload", [prepared])
+    assert by_prepared == by_key  # Ed25519 signatures are deterministic.
+    dsse.verify(by_prepared, "application/x-test", {prepared.keyid: key.public_key()})

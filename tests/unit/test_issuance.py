@@ -32,7 +32,7 @@ from provex.ids import CreditCode, DatasetId
 from provex.v1 import common_pb2, dataset_pb2, registry_pb2
 from registry.config import RegistryConfig
 from registry.db import Database
-from registry.issuance import Issuance, StatusSubject, SubjectKind
+from registry.issuance import MAX_BULK_CHUNK, Issuance, StatusSubject, SubjectKind
 from registry.publication import Publisher
 from registry.schema import MIGRATIONS
 from registry.setup import initialize
@@ -423,16 +423,20 @@ async def test_record_callback_rechecks_a_stale_member_cache(env: Env) -> None:
 
 
 async def test_bulk_answers_in_order_with_errors_per_item(env: Env) -> None:
-    async def requests() -> AsyncIterator[registry_pb2.RegisterDatasetRequest]:
-        for n in range(300):
-            if n % 50 == 7:
-                yield request(f"bulk-{n}", description(n, holder=FOREIGN))
-            elif n % 50 == 9:
-                yield request(f"bulk-{n}", description(n, content_digest=b"short"))
-            else:
-                yield request(f"bulk-{n}", description(n))
+    def item(n: int) -> registry_pb2.RegisterDatasetRequest:
+        if n % 50 == 7:
+            return request(f"bulk-{n}", description(n, holder=FOREIGN))
+        if n % 50 == 9:
+            return request(f"bulk-{n}", description(n, content_digest=b"short"))
+        return request(f"bulk-{n}", description(n))
 
-    outcomes = [item async for item in env.issuance.register_many(NODE, requests(), window=64)]
+    async def chunks() -> AsyncIterator[list[registry_pb2.RegisterDatasetRequest]]:
+        for start in range(0, 300, 70):  # Chunks of 70 and a last one of 20.
+            yield [item(n) for n in range(start, min(start + 70, 300))]
+
+    answered = [chunk async for chunk in env.issuance.register_many(NODE, chunks(), window=2)]
+    assert [len(chunk) for chunk in answered] == [70, 70, 70, 70, 20]
+    outcomes = [outcome for chunk in answered for outcome in chunk]
     assert [key for key, _ in outcomes] == [f"bulk-{n}" for n in range(300)]
     for n, (_, outcome) in enumerate(outcomes):
         if n % 50 == 7:
@@ -442,6 +446,15 @@ async def test_bulk_answers_in_order_with_errors_per_item(env: Env) -> None:
         else:
             assert isinstance(outcome, common_pb2.Bundle)
             assert env.verify(outcome).dataset.size_bytes == 1_000 + n
+
+
+@pytest.mark.parametrize("size", [0, MAX_BULK_CHUNK + 1])
+async def test_a_bulk_chunk_of_a_bad_size_ends_the_stream(env: Env, size: int) -> None:
+    async def chunks() -> AsyncIterator[list[registry_pb2.RegisterDatasetRequest]]:
+        yield [request(f"size-{size}-{n}", description(n)) for n in range(size)]
+
+    with pytest.raises(InvalidArgument, match=r"registrations: a chunk holds 1\.\.1000"):
+        _ = [chunk async for chunk in env.issuance.register_many(NODE, chunks())]
 
 
 async def test_dataset_status_statements(env: Env) -> None:

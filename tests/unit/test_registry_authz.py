@@ -9,7 +9,7 @@ import pytest
 
 from provex import pki
 from provex.errors import PermissionDenied, ProvexError, Unauthenticated
-from provex.identity import SpiffeId
+from provex.identity import SpiffeId, peer_identity
 from registry.authz import (
     Caller,
     Role,
@@ -59,16 +59,16 @@ IDENTITIES = {
 
 @pytest.mark.parametrize("spiffe_id, role", IDENTITIES.values(), ids=IDENTITIES.keys())
 async def test_roles_come_from_the_certificate(spiffe_id: SpiffeId | None, role: Role) -> None:
-    caller = await identify(FakeContext(spiffe_id), TD, admin_roles)  # type: ignore[arg-type]
+    caller = await identify(peer_identity(FakeContext(spiffe_id), TD), admin_roles)
     assert caller.role is role
     assert caller.spiffe_id == spiffe_id
 
 
 async def test_unregistered_admins_and_registry_identities_are_refused() -> None:
     with pytest.raises(Unauthenticated, match="not a registered admin"):
-        await identify(FakeContext(SpiffeId.admin(TD, "mallory")), TD, admin_roles)  # type: ignore[arg-type]
+        await identify(peer_identity(FakeContext(SpiffeId.admin(TD, "mallory")), TD), admin_roles)
     with pytest.raises(Unauthenticated, match="may not call the registry"):
-        await identify(FakeContext(SpiffeId.registry(TD)), TD, admin_roles)  # type: ignore[arg-type]
+        await identify(peer_identity(FakeContext(SpiffeId.registry(TD)), TD), admin_roles)
 
 
 ANONYMOUS = Caller(Role.ANONYMOUS)

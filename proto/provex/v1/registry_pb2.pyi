@@ -1030,19 +1030,23 @@ Global___RegisterDatasetResponse: _TypeAlias = RegisterDatasetResponse  # noqa: 
 
 @_typing.final
 class RegisterDatasetsRequest(_message.Message):
+    """One chunk of a bulk import: 1 to 1,000 registrations. Send chunks of a few
+    hundred: each message costs the stream as much as a small registration.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    REGISTRATION_FIELD_NUMBER: _builtins.int
+    REGISTRATIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def registration(self) -> Global___RegisterDatasetRequest: ...
+    def registrations(self) -> _containers.RepeatedCompositeFieldContainer[Global___RegisterDatasetRequest]: ...
     def __init__(
         self,
         *,
-        registration: Global___RegisterDatasetRequest | None = ...,
+        registrations: _abc.Iterable[Global___RegisterDatasetRequest] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["registration", b"registration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["registration", b"registration"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["registrations", b"registrations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1050,6 +1054,30 @@ Global___RegisterDatasetsRequest: _TypeAlias = RegisterDatasetsRequest  # noqa: 
 
 @_typing.final
 class RegisterDatasetsResponse(_message.Message):
+    """The answers to one request chunk, one per registration, in its order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RegistrationResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___RegistrationResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterDatasetsResponse: _TypeAlias = RegisterDatasetsResponse  # noqa: Y015
+
+@_typing.final
+class RegistrationResult(_message.Message):
+    """The outcome of one registration of a bulk import."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
@@ -1077,7 +1105,7 @@ class RegisterDatasetsResponse(_message.Message):
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
-Global___RegisterDatasetsResponse: _TypeAlias = RegisterDatasetsResponse  # noqa: Y015
+Global___RegistrationResult: _TypeAlias = RegistrationResult  # noqa: Y015
 
 @_typing.final
 class RegistrationError(_message.Message):

@@ -1004,7 +1004,8 @@ class CertificateServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RegisterDatasets(self, request_iterator, context):
-        """Node: bulk registration for large imports; one response per request, in order.
+        """Node: bulk registration for large imports: chunks of registrations, each chunk
+        answered by one response, in order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

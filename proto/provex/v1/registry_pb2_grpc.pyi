@@ -355,7 +355,9 @@ class CertificateServiceStub:
     RegisterDataset: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RegisterDatasetRequest, _registry_pb2.RegisterDatasetResponse]
     """Node: register a member's dataset; answers a bundle. Idempotent by key."""
     RegisterDatasets: _grpc.StreamStreamMultiCallable[_registry_pb2.RegisterDatasetsRequest, _registry_pb2.RegisterDatasetsResponse]
-    """Node: bulk registration for large imports; one response per request, in order."""
+    """Node: bulk registration for large imports: chunks of registrations, each chunk
+    answered by one response, in order.
+    """
     GetCertificate: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetCertificateRequest, _registry_pb2.GetCertificateResponse]
     GetStatus: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetStatusRequest, _registry_pb2.GetStatusResponse]
     """The current status of a dataset id: its latest status statement."""
@@ -375,7 +377,9 @@ class CertificateServiceAsyncStub(CertificateServiceStub):
     RegisterDataset: _aio.UnaryUnaryMultiCallable[_registry_pb2.RegisterDatasetRequest, _registry_pb2.RegisterDatasetResponse]  # type: ignore[assignment]
     """Node: register a member's dataset; answers a bundle. Idempotent by key."""
     RegisterDatasets: _aio.StreamStreamMultiCallable[_registry_pb2.RegisterDatasetsRequest, _registry_pb2.RegisterDatasetsResponse]  # type: ignore[assignment]
-    """Node: bulk registration for large imports; one response per request, in order."""
+    """Node: bulk registration for large imports: chunks of registrations, each chunk
+    answered by one response, in order.
+    """
     GetCertificate: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetCertificateRequest, _registry_pb2.GetCertificateResponse]  # type: ignore[assignment]
     GetStatus: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetStatusRequest, _registry_pb2.GetStatusResponse]  # type: ignore[assignment]
     """The current status of a dataset id: its latest status statement."""
@@ -404,7 +408,9 @@ class CertificateServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_registry_pb2.RegisterDatasetsRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_registry_pb2.RegisterDatasetsResponse], _abc.AsyncIterator[_registry_pb2.RegisterDatasetsResponse]]:
-        """Node: bulk registration for large imports; one response per request, in order."""
+        """Node: bulk registration for large imports: chunks of registrations, each chunk
+        answered by one response, in order.
+        """
 
     @_abc_1.abstractmethod
     def GetCertificate(
