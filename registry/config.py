@@ -1,21 +1,18 @@
 """Settings of the registry: ``<state>/registry.toml``, then ``PROVEX_REGISTRY_*`` variables.
 
 Command-line flags override both (the CLI passes them as ``overrides``).
-Every setting is a typed field of :class:`RegistryConfig`; unknown keys in
-the file are refused so that a typo is not silently ignored.
+Every setting is a typed field of :class:`RegistryConfig`; reading and
+refusals are :mod:`provex.settings`'s.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provex.errors import InvalidArgument
+from provex import settings
 
 CONFIG_FILE = "registry.toml"
 ENV_PREFIX = "PROVEX_REGISTRY_"
@@ -45,69 +42,14 @@ class RegistryConfig:
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> RegistryConfig:
         """A copy with the given settings replaced (None values are ignored)."""
-        present = {k: v for k, v in overrides.items() if v is not None}
-        return _build(self, present, "override")
-
-
-_FIELDS = {f.name: f for f in fields(RegistryConfig)}
-
-
-def _convert(name: str, value: Any, source: str) -> Any:
-    default = getattr(RegistryConfig(), name)
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                return value.lower() in ("1", "true", "yes", "on")
-            return bool(value)
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, tuple):
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(str(item).strip() for item in items if str(item).strip())
-        return str(value)
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"{source}: setting {name!r} has a bad value {value!r}") from None
-
-
-def _build(base: RegistryConfig, values: Mapping[str, Any], source: str) -> RegistryConfig:
-    unknown = sorted(set(values) - set(_FIELDS))
-    if unknown:
-        raise InvalidArgument(f"{source}: unknown setting(s) {', '.join(unknown)}")
-    converted = {name: _convert(name, value, source) for name, value in values.items()}
-    return dataclasses.replace(base, **converted)
+        return settings.with_overrides(self, overrides)
 
 
 def load_config(state_dir: Path, environ: Mapping[str, str] | None = None) -> RegistryConfig:
     """Read ``<state>/registry.toml`` (if present), then the environment."""
-    config = RegistryConfig()
-    path = state_dir / CONFIG_FILE
-    if path.exists():
-        try:
-            document = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as error:
-            raise InvalidArgument(f"{path}: {error}") from None
-        config = _build(config, document, str(path))
-    env = os.environ if environ is None else environ
-    from_env = {
-        key[len(ENV_PREFIX) :].lower(): value
-        for key, value in env.items()
-        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in _FIELDS
-    }
-    return _build(config, from_env, "environment")
+    return settings.load_settings(RegistryConfig, state_dir / CONFIG_FILE, ENV_PREFIX, environ)
 
 
 def render_config(config: RegistryConfig) -> str:
     """The TOML text of ``config`` (what ``init`` writes)."""
-    lines = ["# Provex registry settings; PROVEX_REGISTRY_<NAME> variables override them."]
-    for name in _FIELDS:
-        value = getattr(config, name)
-        if isinstance(value, tuple):
-            rendered = "[" + ", ".join(f'"{item}"' for item in value) + "]"
-        elif isinstance(value, str):
-            rendered = f'"{value}"'
-        else:
-            rendered = str(value)
-        lines.append(f"{name} = {rendered}")
-    return "\n".join(lines) + "\n"
+    return settings.render_settings(config, ENV_PREFIX)

@@ -35,7 +35,8 @@ from provex.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from provex.identity import SpiffeId
+from provex.identity import SpiffeId, node_server_name
+from provex.members import check_mainland_region, check_name
 from provex.timestamps import to_timestamp
 from provex.v1 import common_pb2, registry_pb2
 from registry.config import RegistryConfig
@@ -46,7 +47,6 @@ from registry.state import RegistryKeys
 log = logging.getLogger(__name__)
 
 MAX_INVITATION_VALIDITY = timedelta(days=30)
-MAX_DISPLAY_NAME = 200
 MAX_REASON = 1000
 MAX_ENDPOINT = 255
 SIGNING_KEY_BYTES = 32
@@ -62,16 +62,6 @@ _REGION_PREFIX = re.compile(r"[0-9]{0,6}")
 # ---------------------------------------------------------------- validation
 
 
-def check_display_name(name: str, field: str = "display_name") -> str:
-    """A display name: non-empty after trimming, at most 200 characters."""
-    name = name.strip()
-    if not name:
-        raise InvalidArgument(f"{field} is required")
-    if len(name) > MAX_DISPLAY_NAME:
-        raise InvalidArgument(f"{field} is {len(name)} characters, at most {MAX_DISPLAY_NAME}")
-    return name
-
-
 def check_node_id(node_id: str, field: str = "node_id") -> str:
     """A node id (provex.ids rules); InvalidArgument naming ``field``."""
     if not node_id:
@@ -80,19 +70,6 @@ def check_node_id(node_id: str, field: str = "node_id") -> str:
         return ids.validate_node_id(node_id)
     except InvalidArgument as error:
         raise InvalidArgument(f"{field}: {error}") from None
-
-
-def check_mainland_region(code: str, field: str = "region_code") -> str:
-    """A known mainland GB/T 2260 region code; InvalidArgument naming ``field``."""
-    if not code:
-        raise InvalidArgument(f"{field} is required (GB/T 2260, e.g. 440100)")
-    try:
-        found = ids.region(code)
-    except InvalidArgument as error:
-        raise InvalidArgument(f"{field}: {error}") from None
-    if not found.mainland:
-        raise InvalidArgument(f"{field}: {code} ({found.name_en}) is not a mainland region")
-    return code
 
 
 def check_region_prefix(prefix: str, field: str = "region_prefix") -> str:
@@ -290,7 +267,7 @@ async def create_invitation(
     """
     check_node_id(node_id)
     check_mainland_region(region_code)
-    display_name = check_display_name(display_name)
+    display_name = check_name(display_name)
     if expires_at is None:
         expires_at = now + timedelta(hours=config.invitation_validity_hours)
     if expires_at <= now:
@@ -509,6 +486,7 @@ class NodeBook:
                 spiffe_id,
                 now=now,
                 validity=timedelta(days=self._config.node_certificate_days),
+                dns_names=[node_server_name(self._config.trust_domain, node_id)],
             )
         except InvalidArgument as error:
             raise InvalidArgument(f"csr_pem: {error}") from None

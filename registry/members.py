@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,48 +18,15 @@ from typing import Any
 
 from provex import ids
 from provex.errors import InvalidArgument, NotFound, PermissionDenied
+from provex.members import check_credit_code, normalize_member
 from provex.v1 import common_pb2, registry_pb2
 from registry.authz import Caller, Role
 from registry.db import Database
-from registry.enrollment import check_display_name, check_mainland_region, check_region_prefix
+from registry.enrollment import check_region_prefix
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
-MAX_OFFICER_FIELD = 200
-
-_COUNTRY = re.compile(r"[A-Z]{2}")
 _STATUS = {"active": common_pb2.STATUS_ACTIVE, "frozen": common_pb2.STATUS_SUSPENDED}
-
-
-def check_credit_code(text: str, field: str = "credit_code") -> str:
-    """The canonical form of a credit code; InvalidArgument naming ``field``."""
-    if not text.strip():
-        raise InvalidArgument(f"{field} is required (18-character Unified Social Credit Code)")
-    try:
-        return ids.CreditCode.parse(text).code
-    except InvalidArgument as error:
-        raise InvalidArgument(f"{field}: {error}") from None
-
-
-def _check_officer(officer: registry_pb2.SecurityOfficer) -> bytes:
-    if officer == registry_pb2.SecurityOfficer():
-        return b""
-    for name in ("name", "title", "phone", "email"):
-        value: str = getattr(officer, name)
-        if len(value) > MAX_OFFICER_FIELD:
-            raise InvalidArgument(
-                f"member.security_officer.{name} is {len(value)} characters, "
-                f"at most {MAX_OFFICER_FIELD}"
-            )
-    if not officer.name.strip():
-        raise InvalidArgument("member.security_officer.name is required when an officer is given")
-    if not officer.phone.strip() and not officer.email.strip():
-        raise InvalidArgument(
-            "member.security_officer needs a phone or an email so that supervisors can reach them"
-        )
-    if officer.email and "@" not in officer.email:
-        raise InvalidArgument(f"member.security_officer.email {officer.email!r} is not an address")
-    return officer.SerializeToString()
 
 
 @dataclass(frozen=True)
@@ -136,15 +102,15 @@ class MemberBook:
                 f"node {node_id} may report only its own members, not members of node "
                 f"{member.node_id}"
             )
-        credit_code = check_credit_code(member.credit_code, "member.credit_code")
-        name = check_display_name(member.name, "member.name")
-        region_code = check_mainland_region(member.region_code, "member.region_code")
-        country = member.country or "CN"
-        if not _COUNTRY.fullmatch(country):
-            raise InvalidArgument(
-                f"member.country must be an ISO 3166-1 alpha-2 code such as CN, got {country!r}"
-            )
-        officer = _check_officer(member.security_officer)
+        normalized = normalize_member(member)
+        credit_code, name = normalized.credit_code, normalized.name
+        region_code, country = normalized.region_code, normalized.country
+        officer = (
+            normalized.security_officer.SerializeToString()
+            if normalized.HasField("security_officer")
+            and normalized.security_officer != registry_pb2.SecurityOfficer()
+            else b""
+        )
 
         def upsert(conn: sqlite3.Connection) -> MemberRecord:
             existing = _read(conn, credit_code)

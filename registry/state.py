@@ -18,13 +18,11 @@ Private keys are written with mode 0600 and never overwritten.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -33,6 +31,7 @@ from provex import pki, trust
 from provex.checkpoint import NoteSigner
 from provex.errors import FailedPrecondition
 from provex.identity import SpiffeId
+from provex.keyfiles import ed25519_to_pem, load_ed25519, write_public, write_secret
 from registry.config import CONFIG_FILE, RegistryConfig, render_config
 
 ROOT_KEY_COUNT = 3
@@ -116,36 +115,6 @@ class RegistryKeys:
         return NoteSigner(origin, self.log)
 
 
-def _write_secret(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("xb") as handle:
-        handle.write(data)
-
-
-def ed25519_to_pem(key: Ed25519PrivateKey) -> bytes:
-    """PKCS#8 PEM of an Ed25519 private key."""
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def load_ed25519(path: Path) -> Ed25519PrivateKey:
-    """An Ed25519 private key from a PEM file."""
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise FailedPrecondition(f"{path} does not hold an Ed25519 private key")
-    return key
-
-
 def make_trust_root(
     config: RegistryConfig, keys: RegistryKeys, version: int, now: datetime
 ) -> trust.TrustRoot:
@@ -179,13 +148,13 @@ def create_state(state_dir: Path, config: RegistryConfig, now: datetime) -> Regi
     layout.config.write_text(render_config(config))
     root_keys = tuple(Ed25519PrivateKey.generate() for _ in range(ROOT_KEY_COUNT))
     for number, key in enumerate(root_keys, start=1):
-        _write_secret(layout.root_key(number), ed25519_to_pem(key))
+        write_secret(layout.root_key(number), ed25519_to_pem(key))
     issuer, log_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    _write_secret(layout.issuer_key, ed25519_to_pem(issuer))
-    _write_secret(layout.log_key, ed25519_to_pem(log_key))
+    write_secret(layout.issuer_key, ed25519_to_pem(issuer))
+    write_secret(layout.log_key, ed25519_to_pem(log_key))
     ca_key, ca_cert = pki.create_ca(config.trust_domain, now, CA_VALIDITY)
-    _write_secret(layout.ca_key, pki.key_to_pem(ca_key))
-    _write_public(layout.ca_cert, pki.cert_to_pem(ca_cert))
+    write_secret(layout.ca_key, pki.key_to_pem(ca_key))
+    write_public(layout.ca_cert, pki.cert_to_pem(ca_cert))
     server_key = pki.generate_tls_key()
     server_cert = pki.issue_server_certificate(
         ca_key,
@@ -197,11 +166,11 @@ def create_state(state_dir: Path, config: RegistryConfig, now: datetime) -> Regi
         dns_names=config.server_dns_names,
         ip_addresses=config.server_ip_addresses,
     )
-    _write_secret(layout.server_key, pki.key_to_pem(server_key))
-    _write_public(layout.server_cert, pki.cert_to_pem(server_cert))
+    write_secret(layout.server_key, pki.key_to_pem(server_key))
+    write_public(layout.server_cert, pki.cert_to_pem(server_cert))
     keys = RegistryKeys(root_keys, issuer, log_key, ca_key, ca_cert, server_key, server_cert)
     root = make_trust_root(config, keys, 1, now)
-    _write_public(layout.trust_root(1), trust.sign_trust_root(root, root_keys[:ROOT_THRESHOLD]))
+    write_public(layout.trust_root(1), trust.sign_trust_root(root, root_keys[:ROOT_THRESHOLD]))
     return keys
 
 

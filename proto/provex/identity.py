@@ -147,6 +147,17 @@ class SpiffeId:
         return f"{SPIFFE_SCHEME}{self.trust_domain}/{self.kind.value}/{self.name}"
 
 
+def node_server_name(trust_domain: str, node_id: str) -> str:
+    """The DNS name in a node's certificate: ``<node-id>.node.<trust-domain>``.
+
+    Nodes serve their peer port with the certificate the registry issued.
+    Peers dial any address and verify the server against this name (gRPC's
+    ``ssl_target_name_override``, see :func:`tls_channel_options`), so the
+    TLS handshake itself proves they reached the node they meant.
+    """
+    return f"{node_id}.node.{check_trust_domain(trust_domain)}"
+
+
 def spiffe_id_of_certificate(cert: x509.Certificate, trust_domain: str) -> SpiffeId:
     """The SPIFFE id of a peer certificate, checked against ``trust_domain``.
 

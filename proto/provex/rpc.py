@@ -6,6 +6,7 @@
   domain errors become gRPC statuses.
 - :func:`add_health_and_reflection` registers the gRPC health service and
   server reflection for the given services.
+- :func:`error_for_rpc_error`: what a failed outbound call means, as a ProvexError.
 - :func:`write_endpoints` / :func:`wait_for_endpoints`: the machine-readable
   readiness file ``<state>/run/endpoints.json`` (each port's actual address,
   and the CA certificate clients must trust).
@@ -20,13 +21,13 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from provex.errors import ProvexError
+from provex.errors import ProvexError, Unavailable, error_for_status
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +139,31 @@ async def wait_for_endpoints(state_dir: Path, poll_seconds: float = 0.05) -> dic
             return document
         except (FileNotFoundError, json.JSONDecodeError):
             await asyncio.sleep(poll_seconds)
+
+
+_UNREACHABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.ABORTED,
+    }
+)
+
+
+def error_for_rpc_error(error: grpc.aio.AioRpcError, what: str) -> ProvexError:
+    """The ProvexError an outbound call's failure means, its message naming the callee ``what``.
+
+    A callee that could not be reached or did not answer in time is
+    :class:`~provex.errors.Unavailable`; its own refusals keep their code.
+    """
+    code = error.code()
+    details = error.details() or code.name
+    if code in _UNREACHABLE:
+        return Unavailable(f"{what} is unreachable ({code.name}: {details})")
+    return error_for_status(code, f"{what}: {details}")
+
+
+def raise_for_rpc_error(error: grpc.aio.AioRpcError, what: str) -> NoReturn:
+    """Raise :func:`error_for_rpc_error` of ``error`` (without the gRPC traceback)."""
+    raise error_for_rpc_error(error, what) from None

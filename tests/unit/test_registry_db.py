@@ -45,7 +45,7 @@ def test_migration_versions_are_consecutive_from_one() -> None:
 def test_fresh_database_gets_every_migration(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "fresh.db", isolation_level=None)
     assert schema_version(conn) == 0
-    assert migrate(conn) == [m.version for m in MIGRATIONS]
+    assert migrate(conn, MIGRATIONS) == [m.version for m in MIGRATIONS]
     assert recorded_versions(conn) == [m.version for m in MIGRATIONS]
     assert schema_version(conn) == len(MIGRATIONS)
     assert tables(conn) >= LOG_TABLES | {"schema_migrations"}
@@ -56,9 +56,9 @@ def test_fresh_database_gets_every_migration(tmp_path: Path) -> None:
 
 def test_migrating_again_is_a_no_op(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "again.db", isolation_level=None)
-    migrate(conn)
+    migrate(conn, MIGRATIONS)
     before = conn.execute("SELECT * FROM schema_migrations").fetchall()
-    assert migrate(conn) == []
+    assert migrate(conn, MIGRATIONS) == []
     assert conn.execute("SELECT * FROM schema_migrations").fetchall() == before
     conn.close()
 
@@ -66,7 +66,7 @@ def test_migrating_again_is_a_no_op(tmp_path: Path) -> None:
 def test_new_migrations_are_applied_on_top(tmp_path: Path) -> None:
     extended = (*MIGRATIONS, Migration(len(MIGRATIONS) + 1, "widgets", "CREATE TABLE w (a);"))
     conn = sqlite3.connect(tmp_path / "extend.db", isolation_level=None)
-    migrate(conn)
+    migrate(conn, MIGRATIONS)
     assert migrate(conn, extended) == [len(MIGRATIONS) + 1]
     assert "w" in tables(conn)
     conn.close()
@@ -74,18 +74,18 @@ def test_new_migrations_are_applied_on_top(tmp_path: Path) -> None:
 
 def test_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "newer.db"
-    conn = connect(path)
+    conn = connect(path, migrations=MIGRATIONS)
     newer = len(MIGRATIONS) + 1
     conn.execute(
         "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, 'future', 'now')",
         (newer,),
     )
     with pytest.raises(FailedPrecondition, match=f"version {newer} is newer than this code"):
-        migrate(conn)
+        migrate(conn, MIGRATIONS)
     conn.close()
     for readonly in (False, True):
         with pytest.raises(FailedPrecondition, match="newer than this code"):
-            connect(path, readonly=readonly).close()
+            connect(path, readonly=readonly, migrations=MIGRATIONS).close()
 
 
 def test_failing_migration_leaves_the_previous_version(tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ def test_migration_versions_must_be_consecutive(tmp_path: Path, versions: tuple[
 
 
 def test_transaction_rolls_back_when_the_block_raises(tmp_path: Path) -> None:
-    conn = connect(tmp_path / "tx.db")
+    conn = connect(tmp_path / "tx.db", migrations=MIGRATIONS)
     conn.execute("CREATE TABLE t (a)")
     with pytest.raises(RuntimeError, match="boom"), transaction(conn):
         conn.execute("INSERT INTO t VALUES (1)")
@@ -150,7 +150,7 @@ def test_transaction_rolls_back_when_the_block_raises(tmp_path: Path) -> None:
 
 
 async def test_database_pragmas_and_dedicated_thread(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "reg.db")
+    db = await Database.open(tmp_path / "reg.db", migrations=MIGRATIONS)
     try:
 
         def pragmas(conn: sqlite3.Connection) -> tuple[list[object], int]:
@@ -173,7 +173,7 @@ async def test_database_pragmas_and_dedicated_thread(tmp_path: Path) -> None:
 
 
 async def test_database_transaction_commits_or_rolls_back(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "tx.db")
+    db = await Database.open(tmp_path / "tx.db", migrations=MIGRATIONS)
     try:
         await db.run(lambda conn: conn.execute("CREATE TABLE t (a UNIQUE)"))
         await db.transaction(lambda conn: conn.execute("INSERT INTO t VALUES (1)"))
@@ -190,7 +190,7 @@ async def test_database_transaction_commits_or_rolls_back(tmp_path: Path) -> Non
 
 
 async def test_closed_database_refuses_work(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "closed.db")
+    db = await Database.open(tmp_path / "closed.db", migrations=MIGRATIONS)
     await db.close()
     await db.close()  # Harmless.
     with pytest.raises(Unavailable, match="closed"):
@@ -200,9 +200,9 @@ async def test_closed_database_refuses_work(tmp_path: Path) -> None:
 async def test_readonly_database_reads_but_never_writes(tmp_path: Path) -> None:
     path = tmp_path / "ro.db"
     with pytest.raises(NotFound, match="no database"):
-        await Database.open(path, readonly=True)
-    writer = await Database.open(path)
-    reader = await Database.open(path, readonly=True)
+        await Database.open(path, readonly=True, migrations=MIGRATIONS)
+    writer = await Database.open(path, migrations=MIGRATIONS)
+    reader = await Database.open(path, readonly=True, migrations=MIGRATIONS)
     try:
         assert reader.readonly and not writer.readonly
         await writer.transaction(
@@ -223,13 +223,13 @@ async def test_readonly_database_refuses_an_unmigrated_file(tmp_path: Path) -> N
     path = tmp_path / "old.db"
     sqlite3.connect(path).close()
     with pytest.raises(FailedPrecondition, match="older than this code"):
-        await Database.open(path, readonly=True)
+        await Database.open(path, readonly=True, migrations=MIGRATIONS)
 
 
 async def test_reads_do_not_queue_behind_the_writer(tmp_path: Path) -> None:
     path = tmp_path / "concurrent.db"
-    writer = await Database.open(path)
-    reader = await Database.open(path, readonly=True)
+    writer = await Database.open(path, migrations=MIGRATIONS)
+    reader = await Database.open(path, readonly=True, migrations=MIGRATIONS)
     release = threading.Event()
     try:
 

@@ -47,7 +47,7 @@ def signer() -> NoteSigner:
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "registry.db")
+    database = await Database.open(tmp_path / "registry.db", migrations=MIGRATIONS)
     yield database
     await database.close()
 
@@ -79,7 +79,7 @@ async def build_log(
     path: Path, signer: NoteSigner, entries: list[bytes], *, max_batch: int = 5
 ) -> None:
     """A closed log at ``path`` holding ``entries``, in batches of ``max_batch``."""
-    database = await Database.open(path)
+    database = await Database.open(path, migrations=MIGRATIONS)
     sequencer = Sequencer(database, signer, ORIGIN, max_batch=max_batch, max_wait=0)
     await sequencer.start()
     await sequencer.append_many(entries)
@@ -303,7 +303,7 @@ async def test_restart_continues_the_same_log(tmp_path: Path, signer: NoteSigner
     path = tmp_path / "restart.db"
     await build_log(path, signer, [b"first run %d" % n for n in range(50)], max_batch=9)
 
-    db = await Database.open(path)
+    db = await Database.open(path, migrations=MIGRATIONS)
     try:
         sequencer = Sequencer(db, signer, ORIGIN, max_batch=9, max_wait=0)
         await sequencer.start()
@@ -335,7 +335,7 @@ async def test_restart_continues_the_same_log(tmp_path: Path, signer: NoteSigner
 
 async def test_sequencer_refuses_a_readonly_database(tmp_path: Path, signer: NoteSigner) -> None:
     await build_log(tmp_path / "ro.db", signer, [])
-    reader_db = await Database.open(tmp_path / "ro.db", readonly=True)
+    reader_db = await Database.open(tmp_path / "ro.db", readonly=True, migrations=MIGRATIONS)
     try:
         with pytest.raises(ValueError, match="writable"):
             Sequencer(reader_db, signer, ORIGIN)
@@ -353,7 +353,7 @@ from registry.db import MIGRATIONS, Database, Migration
 from registry.transparency import Sequencer
 
 async def main(path: str, key: str, origin: str) -> None:
-    db = await Database.open(Path(path))
+    db = await Database.open(Path(path), migrations=MIGRATIONS)
     sequencer = Sequencer(db, NoteSigner.from_signer_key(key), origin, max_wait=0.001)
     await sequencer.start()
     counter = iter(range(10**9))
@@ -394,7 +394,7 @@ async def test_acknowledged_entries_survive_sigkill(tmp_path: Path, signer: Note
         await child.wait()
     assert child.returncode == -signal.SIGKILL
 
-    db = await Database.open(path)  # Recovers the WAL of the killed writer.
+    db = await Database.open(path, migrations=MIGRATIONS)  # Recovers the WAL of the killed writer.
     try:
         reader = LogReader(db)
         size = await reader.size()
@@ -427,7 +427,7 @@ async def reader_log(tmp_path_factory: pytest.TempPathFactory, signer: NoteSigne
 
 @pytest.fixture
 async def reader(reader_log: Path) -> AsyncIterator[LogReader]:
-    database = await Database.open(reader_log, readonly=True)
+    database = await Database.open(reader_log, readonly=True, migrations=MIGRATIONS)
     yield LogReader(database, max_entries=10)
     await database.close()
 
