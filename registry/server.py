@@ -28,6 +28,7 @@ import grpc
 from provex import pki
 from provex.identity import TlsMaterial
 from provex.rpc import (
+    CallerCheckInterceptor,
     ErrorInterceptor,
     add_health_and_reflection,
     remove_endpoints,
@@ -74,10 +75,15 @@ class RunningRegistry:
     endpoints: dict[str, Any]
 
 
-def _server(config: RegistryConfig) -> grpc.aio.Server:
+def _server(config: RegistryConfig, authorizer: Authorizer) -> grpc.aio.Server:
+    """A server whose every call (health and reflection too) first identifies its caller.
+
+    The check refuses a revoked node, or one presenting a replaced
+    certificate, on every RPC, including those open to anonymous callers.
+    """
     limit = config.max_message_bytes
     return grpc.aio.server(
-        interceptors=[ErrorInterceptor()],
+        interceptors=[ErrorInterceptor(), CallerCheckInterceptor(authorizer.check)],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 4 * limit),
@@ -154,12 +160,12 @@ async def start(state_dir: Path, config: RegistryConfig) -> RunningRegistry:
         ca_pem, pki.cert_to_pem(keys.server_cert), pki.key_to_pem(keys.server_key)
     )
     # One grpc.aio server per port, so that each port has its own TLS policy.
-    public = _server(config)
+    public = _server(config, authorizer)
     _add_services(public, parts)
     public_port = public.add_secure_port(
         config.public_listen, material.server_credentials(require_client_auth=False)
     )
-    federation = _server(config)
+    federation = _server(config, authorizer)
     _add_services(federation, parts)
     federation_port = federation.add_secure_port(
         config.federation_listen, material.server_credentials(require_client_auth=True)

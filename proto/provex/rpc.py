@@ -99,6 +99,63 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return handler._replace(stream_stream=_wrap_stream_response(handler.stream_stream))  # type: ignore[no-any-return]
 
 
+CallCheck = Callable[[grpc.aio.ServicerContext[Any, Any]], Awaitable[None]]
+"""``check(context)``: raise a ProvexError to refuse the call before its handler runs."""
+
+
+def _checked(behavior: Behavior, check: CallCheck, streaming: bool) -> Behavior:
+    if streaming:
+
+        async def stream_handler(request: Any, context: Any) -> AsyncIterator[Any]:
+            await check(context)
+            responses = behavior(request, context)
+            if inspect.isasyncgen(responses):
+                async for response in responses:
+                    yield response
+            else:
+                for response in responses:
+                    yield response
+
+        return stream_handler
+
+    async def unary_handler(request: Any, context: Any) -> Any:
+        await check(context)
+        result = behavior(request, context)
+        return await result if inspect.isawaitable(result) else result
+
+    return unary_handler
+
+
+class CallerCheckInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Runs one caller check before every RPC of a server (health and reflection too).
+
+    Put it after :class:`ErrorInterceptor` in the interceptor list, so that
+    the check's refusals become their status codes.
+    """
+
+    def __init__(self, check: CallCheck) -> None:
+        self._check = check
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler: Any = await continuation(handler_call_details)
+        if handler is None:
+            return None  # type: ignore[return-value]  # no such method: grpc answers UNIMPLEMENTED
+        check = self._check
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=_checked(handler.unary_unary, check, False))  # type: ignore[no-any-return]
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=_checked(handler.stream_unary, check, False))  # type: ignore[no-any-return]
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=_checked(handler.unary_stream, check, True))  # type: ignore[no-any-return]
+        return handler._replace(stream_stream=_checked(handler.stream_stream, check, True))  # type: ignore[no-any-return]
+
+
 def add_health_and_reflection(
     server: grpc.aio.Server, service_names: Iterable[str]
 ) -> health.HealthServicer:

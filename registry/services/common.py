@@ -106,6 +106,10 @@ class Authorizer:
             self._peers[pem] = peer
         return peer
 
+    async def check(self, context: Context) -> None:
+        """Refuse the call of a revoked node, a replaced certificate or an unknown admin."""
+        await self.caller(context)
+
     async def caller(self, context: Context) -> Caller:
         """The caller of this RPC (anonymous, a node, an auditor or an admin)."""
         peer = self._peer(context)
