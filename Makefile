@@ -1,4 +1,5 @@
 # Provex developer commands. Every target installs what it needs into .venv (and .tools for buf).
+#   make demo    install and run a local federation through a walkthrough (Ctrl-C stops it)
 #   make test    install and run the test suite (the README's test command; CI runs it)
 #   make lint    ruff, mypy --strict, buf lint
 #   make proto   regenerate the committed code from proto/provex/v1/*.proto
@@ -11,7 +12,7 @@ BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint proto check clean
+.PHONY: install demo test lint proto check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -22,6 +23,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# DEMO_ARGS=--exit-after-walkthrough stops once the walkthrough is done.
+demo: $(STAMP)
+	$(PY) deploy/federation.py $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest

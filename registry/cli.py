@@ -3,6 +3,7 @@
     provex-registry init --state DIR [--trust-domain TD] [--log-origin O]
     provex-registry serve --state DIR [--public-listen H:P] [--federation-listen H:P]
     provex-registry admin add NAME --role admin|auditor --state DIR
+    provex-registry admin invite NODE_ID --region CODE --name NAME --state DIR
     provex-registry log verify --state DIR
 
 Settings come from ``<state>/registry.toml``, then ``PROVEX_REGISTRY_*``
@@ -17,19 +18,27 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 import provex
 from provex.errors import ProvexError
-from provex.timestamps import utc_now
+from provex.identity import channel_credentials
+from provex.rpc import raise_for_rpc_error
+from provex.timestamps import to_timestamp, utc_now
 from provex.trust import decode_trust_root
+from provex.v1 import registry_pb2, registry_pb2_grpc
 from registry.authz import Role
 from registry.config import RegistryConfig, load_config
 from registry.server import serve
 from registry.setup import add_admin, initialize
 from registry.state import StateLayout, latest_trust_root
 from registry.transparency import verify_log
+
+DEADLINE = 20.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     add = with_state(admin.add_parser("add", help="issue an admin or auditor certificate"))
     add.add_argument("name", help="admin name (lower-case letters, digits, hyphens)")
     add.add_argument("--role", choices=["admin", "auditor"], required=True)
+    invite = with_state(admin.add_parser("invite", help="invite a node (the registry must run)"))
+    invite.add_argument("node_id", help="the node's id, e.g. gd-gzde")
+    invite.add_argument("--region", required=True, help="GB/T 2260 region code, e.g. 440100")
+    invite.add_argument("--name", required=True, help="the exchange's display name")
+    invite.add_argument("--as", dest="admin", default="", help="admin name (default: the first)")
+    invite.add_argument("--hours", type=int, default=0, help="validity (default: the setting)")
 
     log = commands.add_parser("log", help="the transparency log").add_subparsers(
         dest="log_command", metavar="ACTION", required=True
@@ -84,6 +99,42 @@ def _config(args: argparse.Namespace) -> RegistryConfig:
 
 def _emit(args: argparse.Namespace, document: dict[str, Any], text: str) -> None:
     print(json.dumps(document, sort_keys=True) if args.json else text)
+
+
+def invite_node(
+    state: Path, admin: str, node_id: str, region: str, name: str, *, hours: int = 0
+) -> str:
+    """CreateInvitation on the running registry of ``state``, as one of its admins."""
+    admins = StateLayout(state).admins
+    names = sorted(p.name for p in admins.iterdir()) if admins.exists() else []
+    admin = admin or (names[0] if names else "")
+    if not admin or not (admins / admin).exists():
+        raise ProvexError(f"no admin {admin!r} in {admins}: run `provex-registry admin add` first")
+    endpoints_file = state / "run" / "endpoints.json"
+    if not endpoints_file.exists():
+        raise ProvexError(f"the registry of {state} is not running: start it with `serve`")
+    endpoints = json.loads(endpoints_file.read_text())
+    credentials = channel_credentials(
+        Path(endpoints["ca_certificate"]).read_bytes(),
+        (admins / admin / "cert.pem").read_bytes(),
+        (admins / admin / "key.pem").read_bytes(),
+    )
+    request = registry_pb2.CreateInvitationRequest(
+        node_id=node_id, region_code=region, display_name=name
+    )
+    if hours:
+        request.expires_at.CopyFrom(to_timestamp(utc_now() + timedelta(hours=hours)))
+
+    async def create() -> str:
+        async with grpc.aio.secure_channel(endpoints["federation"], credentials) as channel:
+            stub = registry_pb2_grpc.EnrollmentServiceStub(channel)
+            try:
+                response = await stub.CreateInvitation(request, timeout=DEADLINE)
+            except grpc.aio.AioRpcError as error:
+                raise_for_rpc_error(error, "registry")
+        return str(response.invitation)
+
+    return asyncio.run(create())
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -110,6 +161,12 @@ def _run(args: argparse.Namespace) -> int:
             format="%(asctime)s %(levelname)s %(name)s %(message)s",
         )
         asyncio.run(serve(args.state, _config(args)))
+        return 0
+    if args.command == "admin" and args.admin_command == "invite":
+        invitation = invite_node(
+            args.state, args.admin, args.node_id, args.region, args.name, hours=args.hours
+        )
+        _emit(args, {"node_id": args.node_id, "invitation": invitation}, invitation)
         return 0
     if args.command == "admin":
         config = load_config(args.state)

@@ -79,8 +79,16 @@ def check_region_prefix(prefix: str, field: str = "region_prefix") -> str:
     return prefix
 
 
-def check_endpoint(endpoint: str, field: str = "peer_endpoint") -> str:
-    """``host:port`` (``[v6]:port`` for IPv6) with a port 1..65535."""
+def check_endpoint(
+    endpoint: str, field: str = "peer_endpoint", *, unannounced_ok: bool = False
+) -> str:
+    """``host:port`` (``[v6]:port`` for IPv6) with a port 1..65535.
+
+    With ``unannounced_ok`` (enrollment) port 0 is accepted too: a node that
+    binds its peer port when it starts announces the real port then
+    (UpdateNodeEndpoint); peers skip a node whose port is still 0.
+    """
+    lowest = 0 if unannounced_ok else 1
     if not endpoint:
         raise InvalidArgument(f"{field} is required (host:port where peers reach the node)")
     host, colon, port = endpoint.rpartition(":")
@@ -90,9 +98,11 @@ def check_endpoint(endpoint: str, field: str = "peer_endpoint") -> str:
         or not _HOST.fullmatch(host)
         or not port.isascii()
         or not port.isdigit()
-        or not 1 <= int(port) <= 65535
+        or not lowest <= int(port) <= 65535
     ):
-        raise InvalidArgument(f"{field} must be host:port with a port 1..65535, got {endpoint!r}")
+        raise InvalidArgument(
+            f"{field} must be host:port with a port {lowest}..65535, got {endpoint!r}"
+        )
     return endpoint
 
 
@@ -411,7 +421,7 @@ class NodeBook:
         parsed = invitations.parse_invitation(invitation_text)
         csr = load_csr(csr_pem)
         check_signing_key(signing_key)
-        check_endpoint(peer_endpoint)
+        check_endpoint(peer_endpoint, unannounced_ok=True)
         row = await self._valid_invitation(parsed, now)
         node_id = row.node_id
         existing = await self._reader.run(lambda conn: read_node(conn, node_id))

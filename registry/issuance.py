@@ -80,7 +80,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache, partial
-from weakref import WeakKeyDictionary
 
 from provex import documents
 from provex.catalog import Release, release_from_proto
@@ -109,7 +108,6 @@ __all__ = (
     "StatusSubject",
     "SubjectKind",
     "request_digest",
-    "shared_issuance",
 )
 
 _log = logging.getLogger(__name__)
@@ -478,7 +476,7 @@ class Issuance:
     Reads go to ``reader_db`` (read-only); every write is a record callback
     of :meth:`Publisher.publish`, in the log entry's own transaction. One
     instance per registry process (it allocates serials): see
-    :func:`shared_issuance`.
+    ``registry.server``, which makes it once for both ports.
     """
 
     def __init__(
@@ -507,6 +505,7 @@ class Issuance:
         self._serials: dict[tuple[str, int], int] = {}
         self._versions: dict[str, int] = {}
         self._status_changed = asyncio.Event()
+        self._closing = False
 
     # ------------------------------------------------------------ catalog and directory
 
@@ -954,6 +953,11 @@ class Issuance:
             self._status_changed.set()
             self._status_changed = asyncio.Event()
 
+    def close_watches(self) -> None:
+        """End every following :meth:`watch` once it has sent what is logged (server stop)."""
+        self._closing = True
+        self._status_changed.set()
+
     async def watch(
         self, after_log_index: int, *, follow: bool
     ) -> AsyncIterator[tuple[common_pb2.Bundle, int]]:
@@ -981,7 +985,7 @@ class Issuance:
                     yield bundle, catalog_version
                     cursor = log_index
                 continue
-            if not follow:
+            if not follow or self._closing:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), WATCH_POLL_SECONDS)
@@ -1002,17 +1006,6 @@ def _statements_after(
     note = str(conn.execute("SELECT checkpoint FROM log_state WHERE id = 1").fetchone()[0])
     version = int(conn.execute("SELECT MAX(version) FROM catalog_releases").fetchone()[0] or 0)
     return rows, note, version
-
-
-_SHARED: WeakKeyDictionary[Publisher, Issuance] = WeakKeyDictionary()
-
-
-def shared_issuance(reader_db: Database, publisher: Publisher, log_reader: LogReader) -> Issuance:
-    """The one :class:`Issuance` of a publisher (both server ports must share its serials)."""
-    issuance = _SHARED.get(publisher)
-    if issuance is None:
-        issuance = _SHARED[publisher] = Issuance(reader_db, publisher, log_reader)
-    return issuance
 
 
 def status_name(status: int) -> str:

@@ -124,6 +124,26 @@ DOMAIN_MIGRATIONS: tuple[Migration, ...] = (
             ON status_statements (subject_kind, subject, log_index);
         """,
     ),
+    Migration(
+        5,
+        "witness cosignatures",
+        """
+        -- Nodes' cosignatures (c2sp.org/tlog-cosignature, cosignature/v1) of the log's
+        -- checkpoints, one row per (checkpoint size, node): the node's newest line for that
+        -- checkpoint (registry.witnesses). Not registry statements: never logged.
+        CREATE TABLE cosignatures (
+            size INTEGER NOT NULL REFERENCES log_checkpoints(size),
+            node_id TEXT NOT NULL REFERENCES nodes(node_id),
+            -- The signed-note line "— <node id> <base64(key hash || time || signature)>",
+            -- without its newline.
+            signature_line TEXT NOT NULL,
+            -- The POSIX time inside the cosignature.
+            timestamp INTEGER NOT NULL,
+            received_at TEXT NOT NULL,
+            PRIMARY KEY (size, node_id)
+        ) WITHOUT ROWID;
+        """,
+    ),
 )
 
 MIGRATIONS: tuple[Migration, ...] = LOG_MIGRATIONS + DOMAIN_MIGRATIONS

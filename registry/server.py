@@ -39,7 +39,7 @@ from registry.catalog import CatalogBook
 from registry.config import RegistryConfig
 from registry.db import Database
 from registry.enrollment import NodeBook
-from registry.issuance import shared_issuance
+from registry.issuance import Issuance
 from registry.members import MemberBook
 from registry.publication import Publisher
 from registry.schema import MIGRATIONS
@@ -50,6 +50,7 @@ from registry.services.members import MemberService
 from registry.services.reads import CatalogService, LogService, TrustService
 from registry.state import RegistryKeys, StateLayout, load_keys
 from registry.transparency import LogReader, Sequencer
+from registry.witnesses import WitnessBook
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class RunningRegistry:
 
     servers: tuple[grpc.aio.Server, ...]
     sequencer: Sequencer
+    issuance: Issuance
     writer: Database
     reader: Database
     endpoints: dict[str, Any]
@@ -103,6 +105,8 @@ class Parts:
     log_reader: LogReader
     publisher: Publisher
     authorizer: Authorizer
+    # One for both ports: it allocates the dataset serials.
+    issuance: Issuance
 
 
 def _add_services(server: grpc.aio.Server, parts: Parts) -> None:
@@ -111,7 +115,12 @@ def _add_services(server: grpc.aio.Server, parts: Parts) -> None:
     registry_pb2_grpc.add_CatalogServiceServicer_to_server(
         CatalogService(CatalogBook(reader, publisher)), server
     )
-    registry_pb2_grpc.add_LogServiceServicer_to_server(LogService(parts.log_reader), server)
+    witnesses = WitnessBook(
+        parts.writer, reader, parts.keys.log_signer(parts.config.log_origin).verifier()
+    )
+    registry_pb2_grpc.add_LogServiceServicer_to_server(
+        LogService(parts.log_reader, witnesses, parts.authorizer), server
+    )
     nodes = NodeBook(
         parts.config,
         parts.keys,
@@ -130,7 +139,7 @@ def _add_services(server: grpc.aio.Server, parts: Parts) -> None:
         MemberService(MemberBook(parts.writer, reader), parts.authorizer), server
     )
     registry_pb2_grpc.add_CertificateServiceServicer_to_server(
-        CertificateService(shared_issuance(reader, publisher, parts.log_reader), parts.authorizer),
+        CertificateService(parts.issuance, parts.authorizer),
         server,
     )
     names = [registry_pb2.DESCRIPTOR.services_by_name[name].full_name for name in SERVICES]
@@ -154,7 +163,10 @@ async def start(state_dir: Path, config: RegistryConfig) -> RunningRegistry:
     log_reader = LogReader(reader)
     publisher = Publisher(sequencer, log_reader, keys.issuer)
     authorizer = Authorizer(reader, config.trust_domain)
-    parts = Parts(config, keys, writer, reader, sequencer, log_reader, publisher, authorizer)
+    issuance = Issuance(reader, publisher, log_reader)
+    parts = Parts(
+        config, keys, writer, reader, sequencer, log_reader, publisher, authorizer, issuance
+    )
     ca_pem = pki.cert_to_pem(keys.ca_cert)
     material = TlsMaterial(
         ca_pem, pki.cert_to_pem(keys.server_cert), pki.key_to_pem(keys.server_key)
@@ -181,7 +193,7 @@ async def start(state_dir: Path, config: RegistryConfig) -> RunningRegistry:
         "ca_certificate": str(layout.ca_cert),
         "trust_domain": config.trust_domain,
     }
-    running = RunningRegistry((public, federation), sequencer, writer, reader, endpoints)
+    running = RunningRegistry((public, federation), sequencer, issuance, writer, reader, endpoints)
     write_endpoints(state_dir, endpoints)
     return running
 
@@ -189,6 +201,7 @@ async def start(state_dir: Path, config: RegistryConfig) -> RunningRegistry:
 async def stop(state_dir: Path, running: RunningRegistry, grace: float) -> None:
     """Drain calls, commit the sequencer's queue, close storage, remove endpoints.json."""
     remove_endpoints(state_dir)
+    running.issuance.close_watches()  # Following streams end instead of holding the drain.
     await asyncio.gather(*(server.stop(grace) for server in running.servers))
     await running.sequencer.stop()
     await running.reader.close()

@@ -1,4 +1,8 @@
-"""Servicers of the registry's public reads: trust roots, catalog releases, the log."""
+"""Servicers of the registry's public reads: trust roots, catalog releases, the log.
+
+The log service also takes the nodes' witness cosignatures (``SubmitCosignature``,
+for nodes only); the logic is :mod:`registry.witnesses`.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,13 @@ from typing import Any
 
 from provex.errors import InvalidArgument, NotFound
 from provex.v1 import registry_pb2, registry_pb2_grpc
+from registry.authz import require_node
 from registry.catalog import CatalogBook
 from registry.db import Database
 from registry.publication import checkpoint_size
-from registry.services.common import Context, not_offered
+from registry.services.common import Authorizer, Context, not_offered
 from registry.transparency import LogReader
+from registry.witnesses import WitnessBook
 
 
 class TrustService(registry_pb2_grpc.TrustServiceServicer):
@@ -76,15 +82,21 @@ class CatalogService(registry_pb2_grpc.CatalogServiceServicer):
 
 
 class LogService(registry_pb2_grpc.LogServiceServicer):
-    """Checkpoints, proofs and entries of the transparency log (reads are public)."""
+    """Checkpoints, proofs and entries of the log (reads are public); nodes' cosignatures."""
 
-    def __init__(self, reader: LogReader) -> None:
+    def __init__(self, reader: LogReader, witnesses: WitnessBook, authorizer: Authorizer) -> None:
         self._reader = reader
+        self._witnesses = witnesses
+        self._authorizer = authorizer
 
     async def GetCheckpoint(
         self, request: registry_pb2.GetCheckpointRequest, context: Context
     ) -> registry_pb2.GetCheckpointResponse:
-        return registry_pb2.GetCheckpointResponse(checkpoint=await self._reader.latest_checkpoint())
+        if request.with_cosignatures:
+            note = await self._witnesses.cosigned_checkpoint()
+        else:
+            note = await self._reader.latest_checkpoint()
+        return registry_pb2.GetCheckpointResponse(checkpoint=note)
 
     async def GetInclusionProof(
         self, request: registry_pb2.GetInclusionProofRequest, context: Context
@@ -126,5 +138,9 @@ class LogService(registry_pb2_grpc.LogServiceServicer):
         entries = await self._reader.entries(request.start, request.end)
         return registry_pb2.GetEntriesResponse(entries=entries, start=request.start)
 
-    async def SubmitCosignature(self, request: Any, context: Context) -> Any:
-        return await not_offered(context, "SubmitCosignature")
+    async def SubmitCosignature(
+        self, request: registry_pb2.SubmitCosignatureRequest, context: Context
+    ) -> registry_pb2.SubmitCosignatureResponse:
+        caller = require_node(await self._authorizer.caller(context), "SubmitCosignature")
+        witnesses = await self._witnesses.submit(caller.name, request.checkpoint)
+        return registry_pb2.SubmitCosignatureResponse(witnesses=witnesses)

@@ -66,11 +66,13 @@ class RunningRegistry:
         return grpc.aio.secure_channel(self.endpoints["federation"], credentials)
 
 
-async def start_registry(state: Path, digest: str) -> RunningRegistry:
-    """Start ``provex-registry serve`` on port 0 and wait until it is ready."""
+async def start_registry(
+    state: Path, digest: str, listen: tuple[str, str] = ("127.0.0.1:0", "127.0.0.1:0")
+) -> RunningRegistry:
+    """Start ``provex-registry serve`` (public, federation ports; 0 = any) and wait until ready."""
     env = dict(os.environ)
-    env["PROVEX_REGISTRY_PUBLIC_LISTEN"] = "127.0.0.1:0"
-    env["PROVEX_REGISTRY_FEDERATION_LISTEN"] = "127.0.0.1:0"
+    env["PROVEX_REGISTRY_PUBLIC_LISTEN"] = listen[0]
+    env["PROVEX_REGISTRY_FEDERATION_LISTEN"] = listen[1]
     (state / "run" / "endpoints.json").unlink(missing_ok=True)
     log = (state / "serve.log").open("ab")
     process = await asyncio.create_subprocess_exec(

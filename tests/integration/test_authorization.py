@@ -45,6 +45,7 @@ import pytest
 from google.protobuf.message import Message
 
 from provex import bundle as bundles
+from provex import checkpoint as notes
 from provex import trust
 from provex.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from tests.integration.conftest import RunningRegistry
@@ -324,6 +325,19 @@ async def status_request(world: World, target: Objects) -> Message:
     return registry_pb2.GetStatusRequest(dataset_id=target.dataset)
 
 
+async def cosignature_request(world: World, target: Objects) -> Message:
+    # The latest checkpoint cosigned by the target node: node B submitting node A's
+    # cosignature is refused, node A's own is accepted.
+    async with world.registry.public_channel() as channel:
+        note = (
+            await registry_pb2_grpc.LogServiceStub(channel).GetCheckpoint(
+                registry_pb2.GetCheckpointRequest(), timeout=TIMEOUT
+            )
+        ).checkpoint
+    cosigner = notes.CosignatureSigner(target.node.node_id, target.node.signing_key)
+    return registry_pb2.SubmitCosignatureRequest(checkpoint=notes.add_signature(note, cosigner))
+
+
 async def set_status_request(world: World, target: Objects) -> Message:
     return registry_pb2.SetStatusRequest(
         dataset_id=target.dataset, status=common_pb2.STATUS_SUSPENDED, reason="matrix"
@@ -411,12 +425,7 @@ MATRIX: tuple[Rpc, ...] = (
         fixed(registry_pb2.GetEntriesRequest(start=0, end=1)),
         PUBLIC_READ,
     ),
-    Rpc(
-        "LogService",
-        "SubmitCosignature",
-        fixed(registry_pb2.SubmitCosignatureRequest(checkpoint="")),
-        NOT_OFFERED,
-    ),
+    Rpc("LogService", "SubmitCosignature", cosignature_request, NODE_FOR_ITSELF),
 )
 
 CASES = [

@@ -1,0 +1,59 @@
+"""Settings of a node: ``<state>/node.toml``, then ``PROVEX_NODE_*`` variables, then flags.
+
+Every setting is a typed field of :class:`NodeConfig`; reading and refusals
+are :mod:`provex.settings`'s. ``init`` writes the file with these defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provex import settings
+
+CONFIG_FILE = "node.toml"
+ENV_PREFIX = "PROVEX_NODE_"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a node reads at start-up besides its keys and database."""
+
+    # Mutual TLS with the federation CA: other nodes call PeerService here.
+    peer_listen: str = "127.0.0.1:7500"
+    # The address other nodes dial (reported to the registry's directory); empty: peer_listen.
+    peer_advertise: str = ""
+    # Mutual TLS with the node's own operator CA; loopback only unless changed deliberately.
+    operator_listen: str = "127.0.0.1:7501"
+    # The registry's federation port (mutual TLS); empty: the one enrolled with.
+    registry_address: str = ""
+    # Deadlines of outbound calls, in seconds.
+    registry_deadline: float = 10.0
+    peer_deadline: float = 2.0
+    # Requests larger than this are refused before they are processed.
+    max_message_bytes: int = 4 * 1024 * 1024
+    # How often the node re-reads the registry's directory and checkpoint (seconds).
+    directory_refresh_seconds: float = 5.0
+    checkpoint_poll_seconds: float = 2.0
+    grace_seconds: float = 10.0
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> NodeConfig:
+        """A copy with the given settings replaced (None values are ignored)."""
+        return settings.with_overrides(self, overrides)
+
+    @property
+    def advertised_peer_address(self) -> str:
+        """What peers dial: ``peer_advertise``, or ``peer_listen``."""
+        return self.peer_advertise or self.peer_listen
+
+
+def load_config(state_dir: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
+    """Read ``<state>/node.toml`` (if present), then the environment."""
+    return settings.load_settings(NodeConfig, state_dir / CONFIG_FILE, ENV_PREFIX, environ)
+
+
+def render_config(config: NodeConfig) -> str:
+    """The TOML text of ``config`` (what ``init`` writes)."""
+    return settings.render_settings(config, ENV_PREFIX)

@@ -1,0 +1,154 @@
+"""Federated search: ask every active peer at once, each with a deadline, and merge.
+
+The node dials peers over mutual TLS with its federation certificate and
+checks that the server *is* the node it meant: the peer's certificate must
+carry ``<node-id>.node.<trust-domain>`` (:func:`provex.identity.node_server_name`),
+whatever address the directory gave. A slow, dead or refusing peer never
+delays the answer past its deadline; it is named, with the reason, among the
+peers that did not answer. Each call carries this node's latest verified
+checkpoint and brings back the peer's, so a registry showing two provinces
+two histories is caught (the caller compares them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import grpc
+
+from node.registry_link import Peer
+from provex.errors import ProvexError
+from provex.identity import TlsMaterial, node_server_name, tls_channel_options
+from provex.v1 import market_pb2, node_pb2, node_pb2_grpc
+
+if TYPE_CHECKING:
+    from provex.v1.node_pb2_grpc import PeerServiceAsyncStub
+
+log = logging.getLogger(__name__)
+
+CheckpointComparison = Callable[[str, str], Awaitable[str]]
+"""``compare(peer_id, peer_checkpoint) -> "same" | "ahead" | "behind" | "split_view" | ...``"""
+
+
+class PeerDialer:
+    """One channel per peer (reused across calls), verified against the peer's node name."""
+
+    def __init__(self, tls: TlsMaterial, trust_domain: str) -> None:
+        self._tls = tls
+        self._trust_domain = trust_domain
+        self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
+
+    def stub(self, peer: Peer) -> PeerServiceAsyncStub:
+        """A PeerService stub for ``peer`` at its current endpoint."""
+        slot = (peer.node_id, peer.endpoint)
+        channel = self._channels.get(slot)
+        if channel is None:
+            channel = grpc.aio.secure_channel(
+                peer.endpoint,
+                self._tls.channel_credentials(),
+                options=tls_channel_options(node_server_name(self._trust_domain, peer.node_id)),
+            )
+            self._channels[slot] = channel
+        return node_pb2_grpc.PeerServiceStub(channel)
+
+    async def close(self) -> None:
+        """Close every channel."""
+        channels, self._channels = list(self._channels.values()), {}
+        await asyncio.gather(*(channel.close(None) for channel in channels))
+
+
+@dataclass
+class FederatedResult:
+    """Merged hits, who answered, who did not (and why), and split views seen."""
+
+    hits: list[market_pb2.SearchHit]
+    answered: list[str] = field(default_factory=list)
+    unanswered: list[node_pb2.UnansweredPeer] = field(default_factory=list)
+    split_view: list[str] = field(default_factory=list)
+
+    def to_proto(self) -> node_pb2.FederatedSearchResponse:
+        return node_pb2.FederatedSearchResponse(
+            hits=self.hits,
+            answered=self.answered,
+            unanswered=self.unanswered,
+            split_view=self.split_view,
+        )
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return "no answer before the deadline"
+        return f"{error.code().name}: {error.details()}"
+    if isinstance(error, TimeoutError):
+        return "no answer before the deadline"
+    return f"{type(error).__name__}: {error}"
+
+
+def merge_hits(
+    groups: Sequence[Sequence[market_pb2.SearchHit]], limit: int
+) -> list[market_pb2.SearchHit]:
+    """The best ``limit`` hits of all groups: higher score first, then node and listing id."""
+    every = [hit for group in groups for hit in group]
+    every.sort(key=lambda hit: (-hit.score, hit.listing.node_id, hit.listing.listing_id))
+    return every[:limit]
+
+
+async def fan_out(
+    query: market_pb2.SearchQuery,
+    local_hits: Sequence[market_pb2.SearchHit],
+    self_id: str,
+    peers: Sequence[Peer],
+    dialer: PeerDialer,
+    *,
+    deadline: float,
+    checkpoint: str,
+    compare: CheckpointComparison | None,
+    limit: int,
+) -> FederatedResult:
+    """Search every active peer in parallel; merge with ``local_hits``; name the silent ones."""
+    targets = [peer for peer in peers if peer.active and peer.node_id != self_id]
+    peer_query = market_pb2.SearchQuery()
+    peer_query.CopyFrom(query)
+    peer_query.page_token = ""  # Page tokens are each node's own.
+    request = node_pb2.PeerSearchRequest(query=peer_query, checkpoint=checkpoint)
+
+    async def ask(peer: Peer) -> node_pb2.PeerSearchResponse:
+        # The gRPC deadline bounds the call; wait_for also bounds connection set-up.
+        return await asyncio.wait_for(
+            dialer.stub(peer).PeerSearch(request, timeout=deadline), deadline + 0.25
+        )
+
+    result = FederatedResult(hits=[], answered=[self_id])
+    for peer in targets:
+        if peer.endpoint.endswith(":0"):
+            result.unanswered.append(
+                node_pb2.UnansweredPeer(
+                    node_id=peer.node_id, reason="it has not announced its peer endpoint yet"
+                )
+            )
+    targets = [peer for peer in targets if not peer.endpoint.endswith(":0")]
+    outcomes = await asyncio.gather(*(ask(peer) for peer in targets), return_exceptions=True)
+    groups: list[Sequence[market_pb2.SearchHit]] = [local_hits]
+    for peer, outcome in zip(targets, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            result.unanswered.append(
+                node_pb2.UnansweredPeer(node_id=peer.node_id, reason=_reason(outcome))
+            )
+            continue
+        result.answered.append(peer.node_id)
+        groups.append(outcome.hits)
+        if compare is not None and outcome.checkpoint:
+            try:
+                verdict = await compare(peer.node_id, outcome.checkpoint)
+            except ProvexError as error:  # A checkpoint that does not verify proves nothing.
+                log.warning("checkpoint of %s not compared: %s", peer.node_id, error)
+                continue
+            if verdict == "split_view":
+                result.split_view.append(peer.node_id)
+    result.hits = merge_hits(groups, limit)
+    return result

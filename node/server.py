@@ -1,0 +1,217 @@
+"""``provex-node serve``: the node's gRPC servers and background work.
+
+Two ports, each its own grpc.aio server with its own TLS policy:
+
+- the **peer** port (mutual TLS, federation CA): PeerService for other nodes;
+- the **operator** port (mutual TLS, the node's private operator CA; loopback
+  by default): OperatorService for the exchange's operators.
+
+Health checking and reflection are on both. In the background the node
+delivers its outbox to the registry, follows the registry's status
+statements, verifies every newer checkpoint against the last one it kept
+(and cosigns it), and refreshes the node directory. Once both ports listen
+it writes ``<state>/run/endpoints.json`` and prints the same object as one
+JSON line; SIGTERM or SIGINT drains calls and stops everything cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from node import datasets, members, outbox
+from node.config import NodeConfig
+from node.federation import PeerDialer
+from node.instance import NodeInstance
+from node.registry_link import RegistryLink, refresh_directory_forever
+from node.schema import MIGRATIONS
+from node.services.operator import OperatorService
+from node.services.peer import PeerService
+from node.state import StateLayout, load_signing_key, require_enrolled
+from node.sync import CheckpointKeeper, StatusFollower
+from provex import trust
+from provex.checkpoint import CosignatureSigner
+from provex.identity import TlsMaterial
+from provex.rpc import (
+    ErrorInterceptor,
+    add_health_and_reflection,
+    remove_endpoints,
+    write_endpoints,
+)
+from provex.storage import Database
+from provex.timestamps import utc_now
+from provex.v1 import node_pb2, node_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningNode:
+    """The parts of a running node, for an orderly stop."""
+
+    servers: tuple[grpc.aio.Server, ...]
+    instance: NodeInstance
+    tasks: tuple[asyncio.Task[None], ...]
+    endpoints: dict[str, Any]
+
+
+def _server(config: NodeConfig) -> grpc.aio.Server:
+    limit = config.max_message_bytes
+    return grpc.aio.server(
+        interceptors=[ErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", 4 * limit),
+        ],
+    )
+
+
+def _load_trust_root(layout: StateLayout, digest: str) -> trust.SignedTrustRoot:
+    """The pinned first trust root and every later version on disk, verified in order."""
+    now = utc_now()
+    pinned = trust.load_trust_root(layout.trust_root(1).read_bytes(), digest, now)
+    newer = []
+    version = 2
+    while layout.trust_root(version).exists():
+        newer.append(layout.trust_root(version).read_bytes())
+        version += 1
+    return trust.verify_chain(pinned, newer, now)
+
+
+async def start(state_dir: Path, config: NodeConfig) -> RunningNode:
+    """Open storage, start the background work and both servers; write endpoints.json."""
+    identity = require_enrolled(state_dir)
+    layout = StateLayout(state_dir)
+    root = _load_trust_root(layout, identity.trust_root_digest).root
+    federation = TlsMaterial(
+        layout.federation_ca.read_bytes(), layout.tls_cert.read_bytes(), layout.tls_key.read_bytes()
+    )
+    writer = await Database.open(layout.database, migrations=MIGRATIONS)
+    reader = await Database.open(layout.database, migrations=MIGRATIONS, readonly=True)
+    link = RegistryLink(
+        config.registry_address or identity.registry_federation,
+        federation,
+        config.registry_deadline,
+    )
+    signing_key = load_signing_key(state_dir)
+    keeper = CheckpointKeeper(
+        writer,
+        root,
+        link.log,
+        config.registry_deadline,
+        CosignatureSigner(identity.node_id, signing_key),
+    )
+    await keeper.load()
+    worker = outbox.OutboxWorker(
+        writer,
+        {members.REPORT_KIND: link.report_member, datasets.REGISTER_KIND: link.register_dataset},
+        on_done={datasets.REGISTER_KIND: datasets.on_registered(root, utc_now)},
+        attempt_timeout=config.registry_deadline + 5,
+    )
+    instance = NodeInstance(
+        identity=identity,
+        trust_root=root,
+        writer=writer,
+        reader=reader,
+        link=link,
+        worker=worker,
+        keeper=keeper,
+        dialer=PeerDialer(federation, identity.trust_domain),
+        clock=utc_now,
+        peer_deadline=config.peer_deadline,
+    )
+    follower = StatusFollower(writer, root, link.certificates, instance.apply_statement)
+    instance.follower = follower
+    operator_material = TlsMaterial(
+        layout.operator_ca.read_bytes(),
+        layout.operator_server_cert.read_bytes(),
+        layout.operator_server_key.read_bytes(),
+    )
+    peer_server = _server(config)
+    node_pb2_grpc.add_PeerServiceServicer_to_server(
+        PeerService(instance, identity.trust_domain), peer_server
+    )
+    services = node_pb2.DESCRIPTOR.services_by_name
+    add_health_and_reflection(peer_server, [services["PeerService"].full_name])
+    peer_port = peer_server.add_secure_port(
+        config.peer_listen, federation.server_credentials(require_client_auth=True)
+    )
+    operator_server = _server(config)
+    node_pb2_grpc.add_OperatorServiceServicer_to_server(
+        OperatorService(instance, identity.operator_trust_domain), operator_server
+    )
+    add_health_and_reflection(operator_server, [services["OperatorService"].full_name])
+    operator_port = operator_server.add_secure_port(
+        config.operator_listen, operator_material.server_credentials(require_client_auth=True)
+    )
+    await peer_server.start()
+    await operator_server.start()
+    peer_address = f"{config.peer_listen.rsplit(':', 1)[0]}:{peer_port}"
+    await worker.start()
+    tasks = (
+        asyncio.create_task(follower.run(), name="provex-status-follower"),
+        asyncio.create_task(keeper.run(config.checkpoint_poll_seconds), name="provex-checkpoints"),
+        asyncio.create_task(
+            refresh_directory_forever(
+                link,
+                writer,
+                config.directory_refresh_seconds,
+                utc_now,
+                own_endpoint=config.peer_advertise or peer_address,
+            ),
+            name="provex-directory",
+        ),
+    )
+    endpoints: dict[str, Any] = {
+        "service": "node",
+        "node_id": identity.node_id,
+        "region_code": identity.region_code,
+        "peer": peer_address,
+        "operator": f"{config.operator_listen.rsplit(':', 1)[0]}:{operator_port}",
+        "ca_certificate": str(layout.federation_ca),
+        "operator_ca_certificate": str(layout.operator_ca),
+        "operator_certificate": str(layout.operator_cert),
+        "operator_key": str(layout.operator_key),
+        "trust_domain": identity.trust_domain,
+    }
+    write_endpoints(state_dir, endpoints)
+    return RunningNode((peer_server, operator_server), instance, tasks, endpoints)
+
+
+async def stop(state_dir: Path, running: RunningNode, grace: float) -> None:
+    """Drain calls, stop background work, close channels and storage."""
+    remove_endpoints(state_dir)
+    await asyncio.gather(*(server.stop(grace) for server in running.servers))
+    for task in running.tasks:
+        task.cancel()
+    for task in running.tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    instance = running.instance
+    await instance.worker.stop()
+    await instance.dialer.close()
+    await instance.link.close()
+    await instance.reader.close()
+    await instance.writer.close()
+
+
+async def serve(state_dir: Path, config: NodeConfig) -> None:
+    """Run until SIGTERM or SIGINT."""
+    running = await start(state_dir, config)
+    print(json.dumps(running.endpoints, sort_keys=True), flush=True)
+    log.info("node ready: %s", running.endpoints)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("node stopping")
+    await stop(state_dir, running, config.grace_seconds)

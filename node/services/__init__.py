@@ -1,0 +1,1 @@
+"""The node's gRPC servicers: thin (decode, authorize, call :class:`node.instance.NodeInstance`)."""
