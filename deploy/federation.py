@@ -298,7 +298,7 @@ def description(
 
 
 async def seed(federation: Federation) -> dict[str, list[str]]:
-    """Members, certified datasets and published listings on every node."""
+    """Members, certified datasets and published listings on every node; listing ids by node."""
     say("3. Each exchange onboards members, certifies datasets and lists them")
     listed: dict[str, list[str]] = {}
     for exchange in EXCHANGES:
@@ -348,7 +348,7 @@ async def seed(federation: Federation) -> dict[str, list[str]]:
                     ),
                     timeout=DEADLINE,
                 )
-                listed.setdefault(exchange.node_id, []).append(record.dataset_id)
+                listed.setdefault(exchange.node_id, []).append(listing.listing_id)
                 say(
                     f"  {exchange.node_id}: certificate {record.dataset_id} "
                     f"(log index {record.certificate.log_index}), listing {listing.listing_id} "
@@ -410,34 +410,40 @@ async def _wait_for_peers(operator: node_pb2_grpc.OperatorServiceStub) -> None:
 
 async def supervise(federation: Federation, listed: dict[str, list[str]]) -> None:
     say("5. The registry suspends a certificate; the Shenzhen node follows within seconds")
-    dataset_id = listed["gd-szde"][0]
     registry = federation.workdir / "registry"
-    started = time.monotonic()
-    async with federation.admin() as channel:
-        await registry_pb2_grpc.CertificateServiceStub(channel).SetStatus(
-            registry_pb2.SetStatusRequest(
-                dataset_id=dataset_id,
-                status=common_pb2.STATUS_SUSPENDED,
-                reason="complaint about the lawful source under review",
-            ),
-            timeout=DEADLINE,
-        )
-    say(f"  registry: {dataset_id} suspended (a signed, logged status statement)")
     async with federation.operator("gd-szde") as channel:
         operator = node_pb2_grpc.OperatorServiceStub(channel)
-        while time.monotonic() - started < 10:
-            found = await operator.Search(
-                node_pb2.SearchRequest(query=market_pb2.SearchQuery()), timeout=DEADLINE
+        listing = (
+            await operator.GetListing(
+                node_pb2.GetListingRequest(listing_id=listed["gd-szde"][0]), timeout=DEADLINE
             )
-            if all(hit.listing.dataset_id != dataset_id for hit in found.hits):
+        ).listing
+        started = time.monotonic()
+        async with federation.admin() as admin:
+            await registry_pb2_grpc.CertificateServiceStub(admin).SetStatus(
+                registry_pb2.SetStatusRequest(
+                    dataset_id=listing.dataset_id,
+                    status=common_pb2.STATUS_SUSPENDED,
+                    reason="complaint about the lawful source under review",
+                ),
+                timeout=DEADLINE,
+            )
+        say(f"  registry: {listing.dataset_id} suspended (a signed, logged status statement)")
+        while time.monotonic() - started < 10:
+            current = (
+                await operator.GetListing(
+                    node_pb2.GetListingRequest(listing_id=listing.listing_id), timeout=DEADLINE
+                )
+            ).listing
+            if current.state == market_pb2.LISTING_STATE_SUSPENDED:
                 say(
-                    f"  gd-szde: its listing of {dataset_id} is suspended "
-                    f"{time.monotonic() - started:.1f} s after the statement"
+                    f"  gd-szde: listing {listing.listing_id} is SUSPENDED "
+                    f"{time.monotonic() - started:.2f} s after the registry was asked"
                 )
                 break
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.05)
         else:
-            say(f"  gd-szde: the listing of {dataset_id} is STILL listed after 10 s")
+            say(f"  gd-szde: listing {listing.listing_id} is STILL listed after 10 s")
     say("6. Anyone can recompute the transparency log")
     say("  " + run(BIN / "provex-registry", "log", "verify", "--state", registry).strip())
 

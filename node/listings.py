@@ -162,7 +162,6 @@ CREATE TABLE listings (
     listing             BLOB    NOT NULL
 );
 CREATE INDEX listings_by_dataset ON listings (dataset_id, state);
-CREATE INDEX listings_by_state ON listings (state, listing_id);
 """
 """The listings table. Apply before :data:`node.search.SCHEMA` (its triggers read this table).
 

@@ -483,7 +483,7 @@ def _source(query: _Query, params: dict[str, object]) -> str:
     if query.long_terms:
         params["match"] = _match_expression(query.long_terms)
         return (
-            "FROM listings_fts JOIN listings AS l ON l.seq = listings_fts.rowid "
+            "FROM listings_fts CROSS JOIN listings AS l ON l.seq = listings_fts.rowid "
             f"WHERE listings_fts MATCH :match AND {where}"
         )
     return f"FROM listings AS l WHERE {where}"
