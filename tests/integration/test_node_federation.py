@@ -35,7 +35,7 @@ from provex.v1 import (
     registry_pb2_grpc,
 )
 from tests.integration.conftest import RunningRegistry, run_cli, start_registry, stop_registry
-from tests.integration.nodes import RunningNode, create_node, start_node, stop_node
+from tests.integration.nodes import RunningNode, create_node, node_cli, start_node, stop_node
 
 DEADLINE = 20.0
 NODES = (("gd-gzde", "440100"), ("gd-szde", "440300"), ("sh-sde", "310000"))
@@ -486,3 +486,45 @@ async def test_peers_reach_only_the_peer_api(federation: Federation) -> None:
                 node_pb2.GetNodeStatusRequest(), timeout=5
             )
         assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_operator_cli_imports_listings_and_searches(federation: Federation) -> None:
+    node = federation.nodes["gd-gzde"]
+    operator = federation.operator("gd-gzde")
+    holder = holder_of("440100")
+    records = [
+        await certified(
+            operator,
+            f"cli-import-{n}",
+            description(holder, f"广州公交客流 {n}", "Bus ridership.", CATEGORIES["gd-gzde"]),
+        )
+        for n in range(2)
+    ]
+    lines = [
+        json.dumps(
+            {
+                "dataset_id": record.dataset_id,
+                "price": 25_000,
+                "pricing_model": "one_time",
+                "licence": {"purposes": ["research"], "term_days": 30},
+                "delivery": "file",
+            }
+        )
+        for record in records
+    ]
+    lines.append(json.dumps({"dataset_id": "not-an-id", "price": 1}))
+    source = federation.workdir / "import.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    done = await asyncio.to_thread(
+        node_cli, "listing", "import", "--state", node.state, "--json", source
+    )
+    assert done.returncode == 1, done.stderr  # One line was refused.
+    report = json.loads(done.stdout)
+    assert report["imported"] == 2
+    assert report["refused"] == 1
+    assert "line 3" in report["refusals"][0]
+    shown = await asyncio.to_thread(node_cli, "search", "--state", node.state, "公交客流")
+    assert shown.returncode == 0, shown.stderr
+    assert "found" in shown.stdout
+    status = await asyncio.to_thread(node_cli, "status", "--state", node.state, "--json")
+    assert json.loads(status.stdout)["node_id"] == "gd-gzde"
