@@ -454,3 +454,15 @@ def certificate_index(federation: Federation) -> int:
         size = int(conn.execute("SELECT size FROM log_state").fetchone()[0])
     conn.close()
     return size - 1
+
+
+async def test_a_request_over_the_size_limit_is_refused_unprocessed(
+    federation: Federation,
+) -> None:
+    huge = registration("huge", description(9_999, description="x" * (5 * 1024 * 1024)))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await register(federation, huge)
+    assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Nothing was registered under that key: a small request with it is a fresh registration.
+    bundle = await register(federation, registration("huge", description(9_999)))
+    assert federation.verify(bundle).version == 1
