@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ from provex.identity import TlsMaterial
 from provex.rpc import (
     ErrorInterceptor,
     add_health_and_reflection,
+    announce_and_wait_for_signal,
     remove_endpoints,
     write_endpoints,
 )
@@ -204,14 +203,7 @@ async def stop(state_dir: Path, running: RunningNode, grace: float) -> None:
 
 
 async def serve(state_dir: Path, config: NodeConfig) -> None:
-    """Run until SIGTERM or SIGINT."""
+    """Run until SIGTERM or SIGINT, then stop cleanly."""
     running = await start(state_dir, config)
-    print(json.dumps(running.endpoints, sort_keys=True), flush=True)
-    log.info("node ready: %s", running.endpoints)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    await stopping.wait()
-    log.info("node stopping")
+    await announce_and_wait_for_signal("node", running.endpoints)
     await stop(state_dir, running, config.grace_seconds)

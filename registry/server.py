@@ -16,9 +16,7 @@ the sequencer (every queued append is committed and answered) and exits 0.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from provex.rpc import (
     CallerCheckInterceptor,
     ErrorInterceptor,
     add_health_and_reflection,
+    announce_and_wait_for_signal,
     remove_endpoints,
     write_endpoints,
 )
@@ -209,14 +208,7 @@ async def stop(state_dir: Path, running: RunningRegistry, grace: float) -> None:
 
 
 async def serve(state_dir: Path, config: RegistryConfig) -> None:
-    """Run until SIGTERM or SIGINT."""
+    """Run until SIGTERM or SIGINT, then stop cleanly."""
     running = await start(state_dir, config)
-    print(json.dumps(running.endpoints, sort_keys=True), flush=True)
-    log.info("registry ready: %s", running.endpoints)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    await stopping.wait()
-    log.info("registry stopping")
+    await announce_and_wait_for_signal("registry", running.endpoints)
     await stop(state_dir, running, config.grace_seconds)

@@ -19,6 +19,7 @@ import inspect
 import json
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
@@ -169,6 +170,18 @@ def add_health_and_reflection(
         [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
     return servicer
+
+
+async def announce_and_wait_for_signal(name: str, endpoints: Mapping[str, Any]) -> None:
+    """Print a ready server's endpoints as one JSON line; return on SIGTERM or SIGINT."""
+    print(json.dumps(dict(endpoints), sort_keys=True), flush=True)
+    log.info("%s ready: %s", name, dict(endpoints))
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("%s stopping", name)
 
 
 def write_endpoints(state_dir: Path, endpoints: Mapping[str, Any]) -> Path:

@@ -22,23 +22,13 @@ import grpc
 
 from provex.identity import channel_credentials, node_server_name, tls_channel_options
 from provex.rpc import wait_for_endpoints
-from tests.integration.conftest import BIN, START_TIMEOUT, RunningRegistry
+from tests.integration.conftest import BIN, START_TIMEOUT, RunningRegistry, run_cli
 
 
 def node_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     """Run ``provex-node`` to completion (check=False: callers assert the code)."""
     return subprocess.run(
         [str(BIN / "provex-node"), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def registry_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "provex-registry"), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -85,7 +75,7 @@ def create_node(registry: RunningRegistry, workdir: Path, node_id: str, region: 
         "--peer-listen", "127.0.0.1:0", "--operator-listen", "127.0.0.1:0",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    invited = registry_cli(
+    invited = run_cli(
         "admin", "invite", node_id, "--region", region, "--name", f"Exchange {node_id}",
         "--state", registry.state,
     )  # fmt: skip
