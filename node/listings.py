@@ -92,6 +92,7 @@ __all__ = (
     "parse_csv_row",
     "parse_import_line",
     "parse_jsonl",
+    "search_scopes",
     "set_state",
     "suspend_listings_of_dataset",
     "update_listing",
@@ -151,6 +152,8 @@ CREATE TABLE listings (
     description         TEXT    NOT NULL,
     categories          TEXT    NOT NULL CHECK (json_valid(categories)
                                                 AND json_type(categories) = 'array'),
+    scopes              TEXT    NOT NULL CHECK (json_valid(scopes)
+                                                AND json_type(scopes) = 'array'),
     grade               INTEGER NOT NULL CHECK (grade BETWEEN 1 AND 3),
     region_code         TEXT    NOT NULL,
     price_fen           INTEGER NOT NULL CHECK (price_fen >= 0),
@@ -165,9 +168,10 @@ CREATE INDEX listings_by_dataset ON listings (dataset_id, state);
 """
 """The listings table. Apply before :data:`node.search.SCHEMA` (its triggers read this table).
 
-``categories`` is a JSON array of catalog codes; ``state`` and ``grade``
-hold the protobuf enum numbers; ``revoked`` marks listings of a revoked
-certificate; times are ISO 8601 UTC.
+``categories`` is a JSON array of catalog codes; ``scopes`` the JSON array
+of :func:`search_scopes` (what search's category and region filters look
+up); ``state`` and ``grade`` hold the protobuf enum numbers; ``revoked``
+marks listings of a revoked certificate; times are ISO 8601 UTC.
 """
 
 _LISTING_ID = re.compile(r"L[0-9a-f]{16}", re.IGNORECASE)
@@ -287,6 +291,24 @@ def _categories(codes: object, field: str) -> tuple[str, ...]:
     if len(set(result)) != len(result):
         raise InvalidArgument(f"{field} lists a category twice")
     return result
+
+
+def search_scopes(categories: Iterable[str], region_code: str) -> list[str]:
+    """The filter keys a listing answers to: ``c:<code>`` and ``r:<prefix>``, sorted.
+
+    Every catalog code and each of its ancestors (``transport.road.traffic``
+    gives ``c:transport``, ``c:transport.road``, ``c:transport.road.traffic``),
+    and the region code's province, city and own prefixes (``440106`` gives
+    ``r:44``, ``r:4401``, ``r:440106``). Search filters on a category prefix
+    or a 2, 4 or 6 digit region prefix by looking one key up.
+    """
+    scopes: set[str] = set()
+    for code in categories:
+        parts = code.split(".")
+        scopes.update("c:" + ".".join(parts[: depth + 1]) for depth in range(len(parts)))
+    if region_code:
+        scopes.update("r:" + region_code[:length] for length in (2, 4, 6))
+    return sorted(scopes)
 
 
 def normalize_listing_id(text: str, field: str = "listing_id") -> str:
@@ -507,6 +529,7 @@ def _columns(listing: market_pb2.Listing) -> dict[str, object]:
         "title": listing.title,
         "description": listing.description,
         "categories": json.dumps(list(listing.categories), separators=(",", ":")),
+        "scopes": json.dumps(search_scopes(listing.categories, listing.region_code)),
         "grade": int(listing.grade),
         "region_code": listing.region_code,
         "price_fen": listing.price.fen,

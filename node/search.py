@@ -1,20 +1,26 @@
 """Search over a node's LISTED listings (DESIGN.md section 6): full text, filters, stable pages.
 
-:func:`search` answers a ``provex.v1.SearchQuery`` from the node's database.
-Only LISTED listings are ever found: the full-text index, the category index
-and the partial filter indexes of :data:`SCHEMA` hold LISTED rows only, kept
-in step with ``listings`` by triggers (so every write of
-:mod:`node.listings`, whatever its path, updates them in the same
-transaction).
+:func:`search` answers a ``provex.v1.SearchQuery`` from the node's database;
+it only reads, so it runs on the read-only connection. Only LISTED listings
+are ever found: the full-text index, ``listing_scopes`` and the partial
+indexes of :data:`SCHEMA` hold LISTED rows alone, kept in step with
+``listings`` by triggers (every write of :mod:`node.listings`, whatever its
+path, updates them in the same transaction).
 
 Text
     The text is split on white space into at most 8 terms; a listing
     matches when every term occurs, case-insensitively, as a substring of its
-    title or its description. Terms of 3 or more characters are found
-    through the FTS5 index with the ``trigram`` tokenizer (Chinese and
-    English alike: ``交通流量``, ``traffic``); terms of 1 or 2 characters
-    (``数据``, ``交通``), which trigrams cannot index, are checked with LIKE
-    (on the rows the longer terms selected, else on every LISTED row).
+    title or of its description. Everything goes through one FTS5 index with
+    the ``trigram`` tokenizer (Chinese and English alike). A term of 3 or
+    more characters (``交通流量``, ``traffic``) is a phrase of trigrams. A
+    term of 1 or 2 characters (``数据``, ``交通``) has no trigram of its own:
+    it is expanded, through the index's vocabulary, into the trigrams that
+    begin with it (every indexed column ends with two ``U+0001``, so every
+    occurrence begins one), which finds exactly the listings containing it
+    at the cost of an indexed lookup. A term that begins more than
+    :data:`MAX_EXPANSION` trigrams (a single common letter) is checked with
+    LIKE instead, on the rows the other terms and filters leave, else on
+    every LISTED row.
 
 Filters
     ``category_prefix`` is a dotted catalog code matching itself and its
@@ -24,21 +30,32 @@ Filters
     so that ``440000`` (Guangdong) finds ``440100`` (Guangzhou) and ``440100``
     its districts ``4401xx``; ``min_price``/``max_price`` bounds in fen
     (inclusive); ``holder`` a credit code. Every field is validated
-    (InvalidArgument naming it).
+    (InvalidArgument naming it). A category, or a region prefix of 2, 4 or 6
+    digits, is one key of ``listing_scopes`` (the listing's codes with their
+    ancestors, its region's prefixes): a range of its primary key, read in
+    ``listing_id`` order, whose rows also carry the grade and the price so
+    those filters are checked without reading ``listings``. Otherwise the
+    holder, grade and price use partial indexes of LISTED rows ending in
+    ``listing_id``. So every filter-only query is an index range read, never
+    a table scan: a page with a category, region, holder or grade filter
+    reads the index in result order and stops after the page; a price range
+    alone (or a 1, 3 or 5 digit region prefix) sorts the range's
+    ``listing_id`` first. The total is an index count.
 
 Ranking
-    Okapi BM25 (k1 = 1.2, b = 0.75) with the title weighted 10 and the
-    description 1, higher is better, ties broken by ``listing_id``. It is
-    computed in SQL rather than with FTS5's ``bm25()``, whose collection
-    statistics (listing count, document frequencies, average length) move
-    with every write, so that the ranking is a pure function of each
-    listing's own text and of the query's *frozen* statistics: the first page
-    measures the inverse document frequency of each term and the average
-    length of the LISTED listings, and the page token carries those numbers
-    to the following pages. Term frequencies count non-overlapping
+    Okapi BM25 (k1 = 1.2, b = 0.75, IDF ``ln(1 + (N - n + 0.5) / (n + 0.5))``
+    as in Lucene) with the title weighted 10 and the description 1, higher
+    is better, ties broken by ``listing_id``. It is computed in SQL rather
+    than with FTS5's ``bm25()``, whose collection statistics (listing count,
+    document frequencies, average length) move with every write, so that the
+    ranking is a pure function of each listing's own text and of *frozen*
+    statistics: the first page measures each term's document frequency and
+    the average length of the LISTED listings, and the page token carries
+    them to the following pages. Term frequencies count non-overlapping
     occurrences (ASCII case folded, as LIKE does); lengths are in
-    characters. A query without text scores every hit 0 and orders by
-    ``listing_id``. Filter-only queries walk a partial index of LISTED rows.
+    characters; a one-term query needs no IDF (it would scale every score
+    alike). A query without text scores every hit 0 and orders by
+    ``listing_id``.
 
 Pages and the page token
     Keyset pagination on ``(score desc, listing_id)``. The token is opaque
@@ -58,7 +75,8 @@ Pages and the page token
       that stops matching (suspended, delisted, filtered out) is not served;
     * a listing whose title or description is edited between two pages may
       move across the position and so be served twice or not at all;
-    * ``total`` counts the matches at the time of each page.
+    * ``total`` counts the matches at the time of each page; each page is
+      read in one transaction (one snapshot).
 """
 
 from __future__ import annotations
@@ -80,6 +98,7 @@ from provex.v1 import common_pb2, market_pb2, node_pb2
 
 __all__ = (
     "DEFAULT_PAGE_SIZE",
+    "MAX_EXPANSION",
     "MAX_PAGE_SIZE",
     "MAX_TERMS",
     "MAX_TEXT",
@@ -98,7 +117,7 @@ MAX_TERMS = 8
 MAX_TOKEN = 2_048
 """Characters of a page token (a real one is a few hundred at most)."""
 TRIGRAM = 3
-"""Terms at least this long go through the full-text index; shorter ones use LIKE."""
+"""Terms at least this long are phrases of trigrams; shorter ones are expanded (see the module)."""
 
 K1: Final = 1.2
 B: Final = 0.75
@@ -106,11 +125,16 @@ TITLE_WEIGHT: Final = 10.0
 DESCRIPTION_WEIGHT: Final = 1.0
 
 _LISTED = market_pb2.LISTING_STATE_LISTED
+_PAD = "char(1, 1)"
+"""SQL of what every indexed column ends with (see :data:`SCHEMA`)."""
+MAX_EXPANSION = 512
+"""Trigrams a 1- or 2-character term may expand into before it is checked with LIKE instead."""
 _TOKEN_VERSION = 1
 
 SCHEMA = f"""
 CREATE VIEW listings_listed_text AS
-    SELECT seq, title, description FROM listings WHERE state = {_LISTED};
+    SELECT seq, title || {_PAD} AS title, description || {_PAD} AS description
+    FROM listings WHERE state = {_LISTED};
 
 CREATE VIRTUAL TABLE listings_fts USING fts5(
     title, description,
@@ -118,10 +142,15 @@ CREATE VIRTUAL TABLE listings_fts USING fts5(
     tokenize = 'trigram'
 );
 
-CREATE TABLE listing_categories (
-    code TEXT    NOT NULL,
-    seq  INTEGER NOT NULL,
-    PRIMARY KEY (code, seq)
+CREATE VIRTUAL TABLE listings_fts_terms USING fts5vocab(listings_fts, 'row');
+
+CREATE TABLE listing_scopes (
+    scope      TEXT    NOT NULL,
+    listing_id TEXT    NOT NULL,
+    seq        INTEGER NOT NULL,
+    grade      INTEGER NOT NULL,
+    price_fen  INTEGER NOT NULL,
+    PRIMARY KEY (scope, listing_id)
 ) WITHOUT ROWID;
 
 CREATE TABLE search_stats (
@@ -142,9 +171,10 @@ CREATE TRIGGER listings_search_insert AFTER INSERT ON listings
 WHEN new.state = {_LISTED}
 BEGIN
     INSERT INTO listings_fts (rowid, title, description)
-        VALUES (new.seq, new.title, new.description);
-    INSERT INTO listing_categories (code, seq)
-        SELECT value, new.seq FROM json_each(new.categories);
+        VALUES (new.seq, new.title || {_PAD}, new.description || {_PAD});
+    INSERT INTO listing_scopes (scope, listing_id, seq, grade, price_fen)
+        SELECT value, new.listing_id, new.seq, new.grade, new.price_fen
+        FROM json_each(new.scopes);
     UPDATE search_stats
         SET listed = listed + 1,
             length = length + length(new.title) + length(new.description)
@@ -154,18 +184,14 @@ END;
 CREATE TRIGGER listings_search_update AFTER UPDATE ON listings
 WHEN (old.state = {_LISTED} OR new.state = {_LISTED})
     AND (old.state IS NOT new.state OR old.seq IS NOT new.seq
-         OR old.title IS NOT new.title OR old.description IS NOT new.description
-         OR old.categories IS NOT new.categories)
+         OR old.title IS NOT new.title OR old.description IS NOT new.description)
 BEGIN
     INSERT INTO listings_fts (listings_fts, rowid, title, description)
-        SELECT 'delete', old.seq, old.title, old.description WHERE old.state = {_LISTED};
-    DELETE FROM listing_categories
-        WHERE old.state = {_LISTED} AND seq = old.seq
-          AND code IN (SELECT value FROM json_each(old.categories));
+        SELECT 'delete', old.seq, old.title || {_PAD}, old.description || {_PAD}
+        WHERE old.state = {_LISTED};
     INSERT INTO listings_fts (rowid, title, description)
-        SELECT new.seq, new.title, new.description WHERE new.state = {_LISTED};
-    INSERT INTO listing_categories (code, seq)
-        SELECT value, new.seq FROM json_each(new.categories) WHERE new.state = {_LISTED};
+        SELECT new.seq, new.title || {_PAD}, new.description || {_PAD}
+        WHERE new.state = {_LISTED};
     UPDATE search_stats
         SET listed = listed - (old.state = {_LISTED}) + (new.state = {_LISTED}),
             length = length
@@ -176,13 +202,29 @@ BEGIN
         WHERE id = 1;
 END;
 
+CREATE TRIGGER listings_scopes_update AFTER UPDATE ON listings
+WHEN (old.state = {_LISTED} OR new.state = {_LISTED})
+    AND (old.state IS NOT new.state OR old.seq IS NOT new.seq
+         OR old.listing_id IS NOT new.listing_id OR old.scopes IS NOT new.scopes
+         OR old.grade IS NOT new.grade OR old.price_fen IS NOT new.price_fen)
+BEGIN
+    DELETE FROM listing_scopes
+        WHERE old.state = {_LISTED} AND listing_id = old.listing_id
+          AND scope IN (SELECT value FROM json_each(old.scopes));
+    INSERT INTO listing_scopes (scope, listing_id, seq, grade, price_fen)
+        SELECT value, new.listing_id, new.seq, new.grade, new.price_fen
+        FROM json_each(new.scopes)
+        WHERE new.state = {_LISTED};
+END;
+
 CREATE TRIGGER listings_search_delete AFTER DELETE ON listings
 WHEN old.state = {_LISTED}
 BEGIN
     INSERT INTO listings_fts (listings_fts, rowid, title, description)
-        VALUES ('delete', old.seq, old.title, old.description);
-    DELETE FROM listing_categories
-        WHERE seq = old.seq AND code IN (SELECT value FROM json_each(old.categories));
+        VALUES ('delete', old.seq, old.title || {_PAD}, old.description || {_PAD});
+    DELETE FROM listing_scopes
+        WHERE listing_id = old.listing_id
+          AND scope IN (SELECT value FROM json_each(old.scopes));
     UPDATE search_stats
         SET listed = listed - 1,
             length = length - length(old.title) - length(old.description)
@@ -191,19 +233,25 @@ END;
 """
 """The search index over ``listings``; apply after :data:`node.listings.SCHEMA`.
 
-``listings_fts`` is an external-content FTS5 table whose content is the view
-of LISTED rows, so ``INSERT INTO listings_fts(listings_fts) VALUES('rebuild')``
-rebuilds it correctly; ``listing_categories`` maps each catalog code of a
-LISTED listing to its row; ``search_stats`` counts LISTED listings and their
-total length (what the ranking's average length comes from). Partial indexes
-on LISTED rows serve the filters, each ending in ``listing_id`` so that a
-filter-only page is one index range read in result order.
+``listings_fts`` is an external-content FTS5 table (trigram tokenizer) whose
+content is the view of LISTED rows, so
+``INSERT INTO listings_fts(listings_fts) VALUES('rebuild')`` rebuilds it
+correctly. Each column is indexed with two ``U+0001`` characters appended,
+so that every occurrence of a 1- or 2-character term starts some indexed
+trigram: ``listings_fts_terms`` (fts5vocab) then expands such a term into
+the trigrams it begins (``交通`` -> ``交通流``, ``交通数``, ``交通\\x01``...).
+``listing_scopes`` holds the :func:`node.listings.search_scopes` of each
+LISTED listing (its catalog codes with their ancestors, its region
+prefixes) with its grade and price, so a category or region filter is one
+key's range, in ``listing_id`` order, which also answers the grade and
+price filters without reading ``listings``; ``search_stats`` counts LISTED listings and their
+total length (the ranking's average length). Partial indexes on LISTED rows
+serve the other filters, each ending in ``listing_id``.
 """
 
 _CATEGORY_PREFIX = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
 _REGION_PREFIX = re.compile(r"[0-9]{1,6}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_SCORE_SQL_TERM = "((length(l.{column}) - length(replace(lower(l.{column}), :p{i}, ''))) / :n{i})"
 
 
 # ---------------------------------------------------------------- the query
@@ -224,10 +272,6 @@ class _Query:
     page_token: str
 
     @property
-    def long_terms(self) -> tuple[str, ...]:
-        return tuple(term for term in self.terms if len(term) >= TRIGRAM)
-
-    @property
     def has_filters(self) -> bool:
         return bool(
             self.category_prefix
@@ -242,7 +286,7 @@ class _Query:
         """What a page token is bound to: every field but the page size and token."""
         canonical = json.dumps(
             [
-                [term.casefold() for term in self.terms],
+                [_ascii_lower(term) for term in self.terms],
                 self.category_prefix,
                 self.grade,
                 self.region_prefix,
@@ -265,8 +309,8 @@ def _terms(text: str) -> tuple[str, ...]:
     terms: list[str] = []
     seen: set[str] = set()
     for term in text.split():
-        if term.casefold() not in seen:
-            seen.add(term.casefold())
+        if _ascii_lower(term) not in seen:  # What ranking and matching tell apart.
+            seen.add(_ascii_lower(term))
             terms.append(term)
     if len(terms) > MAX_TERMS:
         raise InvalidArgument(f"text must have at most {MAX_TERMS} terms, got {len(terms)}")
@@ -416,44 +460,92 @@ def _ascii_lower(text: str) -> str:
     return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in text)
 
 
+def _has_ascii_letters(text: str) -> bool:
+    return any("A" <= c <= "Z" or "a" <= c <= "z" for c in text)
+
+
 def _like_pattern(term: str) -> str:
     escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
 
-def _match_expression(terms: tuple[str, ...]) -> str:
-    """An FTS5 query: every term as a quoted phrase (a substring, for trigrams), all required."""
-    return " ".join('"' + term.replace('"', '""') + '"' for term in terms)
+def _phrase(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
 
 
-def _filters(query: _Query, params: dict[str, object]) -> list[str]:
-    """WHERE clauses on ``listings AS l`` for LISTED rows, the filters and the short terms."""
-    clauses = [f"l.state = {_LISTED}"]
+@dataclass(frozen=True)
+class _Plan:
+    """How each term is found: an FTS5 expression, or None to check it with LIKE."""
+
+    expressions: tuple[str | None, ...]
+    impossible: bool
+    """Some term occurs nowhere: nothing can match."""
+
+    @property
+    def match(self) -> str:
+        """The FTS5 query requiring every indexed term ("" if none is)."""
+        return " AND ".join(f"({e})" for e in self.expressions if e is not None)
+
+
+def _plan(conn: sqlite3.Connection, query: _Query) -> _Plan:
+    expressions: list[str | None] = []
+    for term in query.terms:
+        if len(term) >= TRIGRAM:
+            expressions.append(_phrase(term))
+            continue
+        prefix = term.lower()
+        trigrams = [
+            trigram
+            for (trigram,) in conn.execute(
+                "SELECT term FROM listings_fts_terms WHERE term > ? AND term < ? LIMIT ?",
+                (prefix, prefix + "\U0010ffff", MAX_EXPANSION + 1),
+            )
+            if trigram.startswith(prefix)
+        ]
+        if not trigrams:
+            return _Plan((), impossible=True)
+        if len(trigrams) > MAX_EXPANSION:
+            expressions.append(None)
+        else:
+            expressions.append(" OR ".join(_phrase(trigram) for trigram in trigrams))
+    return _Plan(tuple(expressions), impossible=False)
+
+
+def _scope_keys(query: _Query) -> list[str]:
+    """The ``listing_scopes`` keys the query's category and region filters look up."""
+    keys = []
     if query.category_prefix:
-        # Codes hold a-z 0-9 _ and '.', so [p, p + '/') is p and p.* exactly ('.' < '/').
-        clauses.append(
-            "l.seq IN (SELECT seq FROM listing_categories WHERE code >= :cat_lo AND code < :cat_hi)"
-        )
-        params["cat_lo"] = query.category_prefix
-        params["cat_hi"] = query.category_prefix + "/"
+        keys.append("c:" + query.category_prefix)
+    if len(query.region_prefix) in (2, 4, 6):
+        keys.append("r:" + query.region_prefix)
+    return keys
+
+
+def _filters(query: _Query, plan: _Plan, params: dict[str, object], alias: str) -> list[str]:
+    """WHERE clauses of the filters not looked up by key, and of the terms found by LIKE.
+
+    ``alias`` is ``l`` (a ``listings`` row) or ``s0`` (a ``listing_scopes``
+    row, which has the grade and the price only: see :func:`_scopes_answer`).
+    """
+    clauses = []
     if query.grade:
-        clauses.append("l.grade = :grade")
+        clauses.append(f"{alias}.grade = :grade")
         params["grade"] = query.grade
-    if query.region_prefix:
+    if query.min_fen is not None:
+        clauses.append(f"{alias}.price_fen >= :min_fen")
+        params["min_fen"] = query.min_fen
+    if query.max_fen is not None:
+        clauses.append(f"{alias}.price_fen <= :max_fen")
+        params["max_fen"] = query.max_fen
+    if query.region_prefix and len(query.region_prefix) not in (2, 4, 6):
         clauses.append("l.region_code >= :region_lo AND l.region_code < :region_hi")
         params["region_lo"] = query.region_prefix
         params["region_hi"] = query.region_prefix + ":"  # ':' follows '9'
-    if query.min_fen is not None:
-        clauses.append("l.price_fen >= :min_fen")
-        params["min_fen"] = query.min_fen
-    if query.max_fen is not None:
-        clauses.append("l.price_fen <= :max_fen")
-        params["max_fen"] = query.max_fen
     if query.holder:
         clauses.append("l.holder = :holder")
         params["holder"] = query.holder
-    for i, term in enumerate(query.terms):
-        if len(term) < TRIGRAM:
+    for i, (term, expression) in enumerate(zip(query.terms, plan.expressions, strict=True)):
+        if expression is None:
             clauses.append(
                 f"(l.title LIKE :like{i} ESCAPE '\\' OR l.description LIKE :like{i} ESCAPE '\\')"
             )
@@ -461,35 +553,83 @@ def _filters(query: _Query, params: dict[str, object]) -> list[str]:
     return clauses
 
 
-def _score_sql(query: _Query, position: _Position, params: dict[str, object]) -> str:
-    """BM25 of one listing (``l``) with the frozen statistics of ``position``."""
-    params["avgdl"] = position.average_length
-    norm = f"{K1} * ({1 - B} + {B} * (length(l.title) + length(l.description)) / :avgdl)"
+def _source(query: _Query, plan: _Plan, params: dict[str, object]) -> tuple[str, str]:
+    """``FROM ... WHERE ...`` of the matching rows, and the ``listing_id`` column to order by.
+
+    The join order is fixed rather than left to the planner (which has no
+    statistics to go on): the full-text index first when there is text (the
+    cost follows the text's matches); else, with a category or region key
+    and no holder, ``listing_scopes`` alone (read in ``listing_id`` order,
+    grade and price checked on its own columns, a second key looked up by
+    primary key); else ``listings`` through the planner's choice of its
+    partial indexes (the holder's, when given: a holder has few listings).
+    """
+    keys = _scope_keys(query)
+    for k, key in enumerate(keys):
+        params[f"scope{k}"] = key
+    if keys and _scopes_answer(query):
+        lookups = [
+            f"listing_scopes AS s{k} ON s{k}.scope = :scope{k} AND s{k}.listing_id = s0.listing_id"
+            for k in range(1, len(keys))
+        ]
+        where = ["s0.scope = :scope0", *_filters(query, plan, params, "s0")]
+        tables = ["listing_scopes AS s0", *lookups]
+        return f"FROM {' CROSS JOIN '.join(tables)} WHERE {' AND '.join(where)}", "s0.listing_id"
+    lookups = [
+        f"listing_scopes AS s{k} ON s{k}.scope = :scope{k} AND s{k}.listing_id = l.listing_id"
+        for k in range(len(keys))
+    ]
+    where = [f"l.state = {_LISTED}", *_filters(query, plan, params, "l")]
+    if plan.match:
+        params["match"] = plan.match
+        where.insert(0, "listings_fts MATCH :match")
+        tables = ["listings_fts", "listings AS l ON l.seq = listings_fts.rowid", *lookups]
+    else:
+        tables = ["listings AS l", *lookups]
+    return f"FROM {' CROSS JOIN '.join(tables)} WHERE {' AND '.join(where)}", "l.listing_id"
+
+
+def _scopes_answer(query: _Query) -> bool:
+    """Whether ``listing_scopes`` rows alone check every filter but the scope keys."""
+    odd_region = bool(query.region_prefix) and len(query.region_prefix) not in (2, 4, 6)
+    return not (query.terms or query.holder or odd_region)
+
+
+_OCCURRENCES = "((length(l.{column}) - length(replace({lowered}, :p{i}, ''))) / :n{i})"
+
+
+def _text_page_sql(query: _Query, plan: _Plan, params: dict[str, object]) -> str:
+    """One statement: the match count, then the page, by BM25 with the frozen statistics.
+
+    The matches are materialized once with each term's occurrences in the
+    title and the description, then scored, filtered by the position and
+    sorted. The first row is ``(0, '', count)``.
+    """
+    counts = ["length(l.title) + length(l.description) AS dl"]
     parts = []
     for i, term in enumerate(query.terms):
-        params[f"p{i}"] = _ascii_lower(term)
+        lowered = _ascii_lower(term)
+        params[f"p{i}"] = lowered
         params[f"n{i}"] = len(term)
-        params[f"idf{i}"] = position.idf[i]
-        title = _SCORE_SQL_TERM.format(column="title", i=i)
-        description = _SCORE_SQL_TERM.format(column="description", i=i)
-        tf = f"({TITLE_WEIGHT} * {title} + {DESCRIPTION_WEIGHT} * {description})"
-        parts.append(f":idf{i} * {tf} * {K1 + 1} / ({tf} + {norm})")
-    return " + ".join(parts)
+        for column, name in (("title", "t"), ("description", "d")):
+            # lower() only matters when the term has ASCII letters.
+            text = f"lower(l.{column})" if _has_ascii_letters(term) else f"l.{column}"
+            counts.append(_OCCURRENCES.format(column=column, lowered=text, i=i) + f" AS {name}{i}")
+        tf = f"({TITLE_WEIGHT} * t{i} + {DESCRIPTION_WEIGHT} * d{i})"
+        parts.append(f":idf{i} * {tf} * {K1 + 1} / ({tf} + {K1} * ({1 - B} + {B} * dl / :avgdl))")
+    source, _ = _source(query, plan, params)
+    return (
+        f"WITH hits AS MATERIALIZED (SELECT l.seq AS seq, l.listing_id AS listing_id, "
+        f"{', '.join(counts)} {source}), "
+        f"scored AS (SELECT seq, listing_id, {' + '.join(parts)} AS score FROM hits) "
+        "SELECT 0, '', count(*) FROM hits "
+        "UNION ALL SELECT * FROM (SELECT seq, listing_id, score FROM scored "
+        "WHERE score < :after_score OR (score = :after_score AND listing_id > :after_id) "
+        "ORDER BY score DESC, listing_id LIMIT :limit)"
+    )
 
 
-def _source(query: _Query, params: dict[str, object]) -> str:
-    """FROM ... WHERE ... of the matching rows (``l`` is the listing)."""
-    where = " AND ".join(_filters(query, params))
-    if query.long_terms:
-        params["match"] = _match_expression(query.long_terms)
-        return (
-            "FROM listings_fts CROSS JOIN listings AS l ON l.seq = listings_fts.rowid "
-            f"WHERE listings_fts MATCH :match AND {where}"
-        )
-    return f"FROM listings AS l WHERE {where}"
-
-
-def _first_position(conn: sqlite3.Connection, query: _Query) -> _Position:
+def _first_position(conn: sqlite3.Connection, query: _Query, plan: _Plan) -> _Position:
     """The statistics the ranking freezes for this paging session, and the start."""
     if not query.terms:
         return _Position(0.0, "", (), 1.0)
@@ -497,17 +637,16 @@ def _first_position(conn: sqlite3.Connection, query: _Query) -> _Position:
     average = max(length / listed, 1.0) if listed else 1.0
     if len(query.terms) == 1:
         return _Position(math.inf, "", (1.0,), average)
-    long_idf: dict[str, float] = {}
-    for term in query.long_terms:
-        (frequency,) = conn.execute(
-            "SELECT count(*) FROM listings_fts WHERE listings_fts MATCH ?",
-            (_match_expression((term,)),),
-        ).fetchone()
-        long_idf[term] = math.log(1 + (listed - frequency + 0.5) / (frequency + 0.5))
-    # Short terms cannot be counted without reading every row: weigh them as the most
-    # common long term (they are common by nature), or all alike when there is none.
-    short_idf = min(long_idf.values(), default=1.0)
-    idf = tuple(long_idf.get(term, short_idf) for term in query.terms)
+    measured: dict[int, float] = {}
+    for i, expression in enumerate(plan.expressions):
+        if expression is not None:
+            (frequency,) = conn.execute(
+                "SELECT count(*) FROM listings_fts WHERE listings_fts MATCH ?", (expression,)
+            ).fetchone()
+            measured[i] = math.log(1 + (listed - frequency + 0.5) / (frequency + 0.5))
+    # A term too common to expand weighs as the most common measured term (or 1 if none is).
+    common = min(measured.values(), default=1.0)
+    idf = tuple(measured.get(i, common) for i in range(len(query.terms)))
     return _Position(math.inf, "", idf, average)
 
 
@@ -532,7 +671,8 @@ class SearchResult:
 def search(conn: sqlite3.Connection, query: market_pb2.SearchQuery) -> SearchResult:
     """One page of the LISTED listings matching ``query``, best first (see the module doc).
 
-    Read-only: runs on the read-only connection as well. InvalidArgument
+    Read-only: runs on the read-only connection as well, in one read
+    transaction (its own, unless the caller has one open). InvalidArgument
     names a bad field, a malformed page token, or a token of another query.
     """
     normalized = _normalize(query)
@@ -545,54 +685,51 @@ def search(conn: sqlite3.Connection, query: market_pb2.SearchQuery) -> SearchRes
         conn.execute("COMMIT")
 
 
-def _search(conn: sqlite3.Connection, normalized: _Query) -> SearchResult:
-    if normalized.page_token:
-        position = _decode_token(normalized)
-    else:
-        position = _first_position(conn, normalized)
-    params: dict[str, object] = {"limit": normalized.page_size + 1}
-    source = _source(normalized, params)
-    if normalized.terms:
-        score = _score_sql(normalized, position, params)
+def _search(conn: sqlite3.Connection, query: _Query) -> SearchResult:
+    position = _decode_token(query) if query.page_token else None
+    plan = _plan(conn, query)
+    if plan.impossible:
+        return SearchResult(hits=(), next_page_token="", total=0)
+    if position is None:
+        position = _first_position(conn, query, plan)
+    params: dict[str, object] = {"limit": query.page_size + 1, "after_id": position.listing_id}
+    if query.terms:
         params["after_score"] = position.score
-        params["after_id"] = position.listing_id
-        page_sql = (
-            f"SELECT seq, listing_id, score FROM (SELECT l.seq AS seq, "
-            f"l.listing_id AS listing_id, {score} AS score {source}) "
-            "WHERE score < :after_score OR (score = :after_score AND listing_id > :after_id) "
-            "ORDER BY score DESC, listing_id LIMIT :limit"
-        )
+        params["avgdl"] = position.average_length
+        params.update({f"idf{i}": idf for i, idf in enumerate(position.idf)})
+        rows = conn.execute(_text_page_sql(query, plan, params), params).fetchall()
+        total, rows = int(rows[0][2]), rows[1:]
     else:
-        params["after_id"] = position.listing_id
-        page_sql = (
-            f"SELECT l.seq, l.listing_id, 0.0 {source} AND l.listing_id > :after_id "
-            "ORDER BY l.listing_id LIMIT :limit"
-        )
-    rows: list[tuple[int, str, float]] = conn.execute(page_sql, params).fetchall()
-    total = _count(conn, normalized)
-    more = len(rows) > normalized.page_size
-    rows = rows[: normalized.page_size]
-    listings = load_listings(conn, [seq for seq, _, _ in rows])
+        source, order = _source(query, plan, params)
+        seq = order.replace("listing_id", "seq")
+        rows = conn.execute(
+            f"SELECT {seq}, {order}, 0.0 {source} AND {order} > :after_id "
+            f"ORDER BY {order} LIMIT :limit",
+            params,
+        ).fetchall()
+        total = _filter_count(conn, query, plan)
+    more = len(rows) > query.page_size
+    rows = rows[: query.page_size]
+    found = load_listings(conn, [seq for seq, _, _ in rows])
     hits = tuple(
-        market_pb2.SearchHit(listing=listings[seq], score=float(score))
+        market_pb2.SearchHit(listing=found[seq], score=float(score))
         for seq, _, score in rows
-        if seq in listings
+        if seq in found
     )
     token = ""
     if more and rows:
         _, last_id, last_score = rows[-1]
         token = _encode_token(
-            normalized,
-            _Position(float(last_score), last_id, position.idf, position.average_length),
+            query, _Position(float(last_score), last_id, position.idf, position.average_length)
         )
     return SearchResult(hits=hits, next_page_token=token, total=total)
 
 
-def _count(conn: sqlite3.Connection, query: _Query) -> int:
-    if not query.terms and not query.has_filters:
+def _filter_count(conn: sqlite3.Connection, query: _Query, plan: _Plan) -> int:
+    if not query.has_filters:
         (listed,) = conn.execute("SELECT listed FROM search_stats").fetchone()
         return int(listed)
     params: dict[str, object] = {}
-    source = _source(query, params)
+    source, _ = _source(query, plan, params)
     (count,) = conn.execute(f"SELECT count(*) {source}", params).fetchone()
     return int(count)
