@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from node.sync import SCHEMA, CheckpointKeeper, Comparison, Outcome, StatusFollower
@@ -237,8 +236,6 @@ async def test_the_keeper_cosignature_is_accepted_by_the_registry(
         observation = await keeper.poll_once()
         submission = observation.submission
         assert submission is not None
-        if submission.code is grpc.StatusCode.UNIMPLEMENTED:
-            pytest.xfail(f"the registry does not take cosignatures yet: {submission.error}")
         assert submission.accepted, submission.error
         assert submission.witnesses is not None and submission.witnesses >= 1
         note = (
