@@ -7,7 +7,7 @@ edit one that has shipped (see :mod:`provex.storage`).
 
 from __future__ import annotations
 
-from node import datasets, listings, members, outbox, registry_link, search, sync
+from node import datasets, listings, members, outbox, registry_link, search, sync, trading
 from provex.storage import Migration
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -26,4 +26,5 @@ MIGRATIONS: tuple[Migration, ...] = (
             )
         ),
     ),
+    Migration(2, "contracts", trading.SCHEMA),
 )
