@@ -14,9 +14,18 @@ mutual TLS exactly as in production:
    (signed, logged certificates, verified by the node) and lists them;
 4. federated searches from Guangzhou, in Chinese and English, merge the
    listings of all three provinces and name any node that did not answer;
-5. the registry suspends one certificate and the Shenzhen node suspends its
+5. a domestic trade: a Shanghai company buys Guangzhou's traffic data; the
+   two nodes negotiate, both sign, the registry logs the trade, and the data
+   is delivered in chunks and checked against the certificate's SHA-256;
+6. core data never reaches the market: the registry refuses to certify it;
+7. an export to Hong Kong of personal information (1.2 million people) is
+   refused until the registry issues an export permit, then goes through,
+   declared and counted;
+8. the registry suspends one certificate and the Shenzhen node suspends its
    listing on its own within seconds;
-6. ``provex-registry log verify`` recomputes the whole transparency log.
+9. the supervisors' view: trade statistics, the price index and every
+   supervisory action with who took it;
+10. ``provex-registry log verify`` recomputes the whole transparency log.
 
 The federation then keeps running until Ctrl-C (or exits at once with
 ``--exit-after-walkthrough``), and every process is stopped with SIGTERM.
@@ -28,6 +37,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -35,12 +45,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from provex.envelope import Envelope
 from provex.identity import channel_credentials
 from provex.ids import CreditCode
 from provex.rpc import wait_for_endpoints
@@ -52,6 +64,8 @@ from provex.v1 import (
     node_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
+    supervision_pb2,
+    supervision_pb2_grpc,
 )
 
 BIN = Path(sys.executable).parent
@@ -99,7 +113,10 @@ EXCHANGES = (
         "gd-szde",
         "440300",
         "深圳数据交易所 Shenzhen Data Exchange",
-        ((_code("440300", "MA5H0001"), "深圳市新能源汽车运营数据有限公司"),),
+        (
+            (_code("440300", "MA5H0001"), "深圳市新能源汽车运营数据有限公司"),
+            (_code("440300", "MA5H0002"), "深圳市跨境电商平台有限公司"),
+        ),
         (
             (
                 "深圳新能源汽车充电桩使用率 / Shenzhen EV charger utilisation",
@@ -130,6 +147,12 @@ EXCHANGES = (
         ),
     ),
 )
+
+
+HONG_KONG_BUYER = (_code("310000", "MA5JHK01"), "香港都市研究有限公司 Hong Kong Urban Research Ltd")
+"""A member of the Shanghai exchange registered in Hong Kong: buying from it is an export."""
+TRAFFIC_DATA_BYTES = 8 * 1024 * 1024
+"""Size of the Guangzhou traffic data file the walkthrough trades and delivers."""
 
 
 def say(text: str) -> None:
@@ -278,16 +301,24 @@ async def bring_up(federation: Federation) -> None:
 
 
 def description(
-    holder: str, title: str, text: str, category: str
+    holder: str,
+    title: str,
+    text: str,
+    category: str,
+    *,
+    data: tuple[bytes, int] | None = None,
+    individuals: int = 0,
 ) -> dataset_pb2.DatasetDescription:
+    """A dataset description; ``data`` is the (SHA-256, size) of a real data file, if any."""
+    digest, size = data if data is not None else (hashlib.sha256(title.encode()).digest(), 50_000)
     return dataset_pb2.DatasetDescription(
         holder=holder,
         title=title,
         description=text,
         categories=[category],
-        personal_info=common_pb2.PersonalInfoProfile(individuals=0),
-        content_digest=hashlib.sha256(title.encode()).digest(),
-        size_bytes=50_000_000,
+        personal_info=common_pb2.PersonalInfoProfile(individuals=individuals),
+        content_digest=digest,
+        size_bytes=size,
         record_count=1_000_000,
         lawful_source="collected by the holder's own sensors under its operating licence",
         rights=dataset_pb2.DataRights(
@@ -295,6 +326,25 @@ def description(
         ),
         language="zh",
     )
+
+
+def traffic_data(path: Path) -> tuple[bytes, int]:
+    """Write the Guangzhou traffic counts (synthetic CSV); their SHA-256 and size."""
+    digest = hashlib.sha256()
+    with path.open("wb") as out:
+        header = b"intersection,hour,vehicles\n"
+        out.write(header)
+        digest.update(header)
+        written, row = len(header), 0
+        while written < TRAFFIC_DATA_BYTES:
+            line = f"GZ-{row % 4096:04d},2025-{1 + row % 12:02d}-01T{row % 24:02d},"
+            line += f"{(row * 7919) % 2400}\n"
+            data = line.encode()
+            out.write(data)
+            digest.update(data)
+            written += len(data)
+            row += 1
+    return digest.digest(), written
 
 
 async def seed(federation: Federation) -> dict[str, list[str]]:
@@ -317,13 +367,26 @@ async def seed(federation: Federation) -> dict[str, list[str]]:
                 say(f"  {exchange.node_id}: member {code} {name} (report to registry: {state})")
             holder = exchange.members[0][0]
             for number, (title, text, category, price) in enumerate(exchange.datasets, 1):
+                data_file = federation.workdir / f"{exchange.node_id}-dataset-{number}.csv"
+                data = traffic_data(data_file) if number == 1 else None
                 record = await _certified(
                     operator,
                     node_pb2.SubmitDatasetRequest(
                         idempotency_key=f"{exchange.node_id}-dataset-{number}",
-                        dataset=description(holder, title, text, category),
+                        dataset=description(holder, title, text, category, data=data),
                     ),
                 )
+                if data is not None:
+                    # The data itself goes into the node's blob store: what buyers receive.
+                    run(
+                        BIN / "provex-node",
+                        "dataset",
+                        "attach",
+                        "--state",
+                        federation.workdir / exchange.node_id,
+                        record.dataset_id,
+                        data_file,
+                    )
                 listing = (
                     await operator.CreateListing(
                         node_pb2.CreateListingRequest(
@@ -409,8 +472,7 @@ async def _wait_for_peers(operator: node_pb2_grpc.OperatorServiceStub) -> None:
 
 
 async def supervise(federation: Federation, listed: dict[str, list[str]]) -> None:
-    say("5. The registry suspends a certificate; the Shenzhen node follows within seconds")
-    registry = federation.workdir / "registry"
+    say("8. The registry suspends a certificate; the Shenzhen node follows within seconds")
     async with federation.operator("gd-szde") as channel:
         operator = node_pb2_grpc.OperatorServiceStub(channel)
         listing = (
@@ -444,7 +506,319 @@ async def supervise(federation: Federation, listed: dict[str, list[str]]) -> Non
             await asyncio.sleep(0.05)
         else:
             say(f"  gd-szde: listing {listing.listing_id} is STILL listed after 10 s")
-    say("6. Anyone can recompute the transparency log")
+
+
+def _yuan(money: common_pb2.Money) -> str:
+    return f"¥{money.fen / 100:,.2f}"
+
+
+async def _contract_until(
+    operator: node_pb2_grpc.OperatorServiceStub,
+    contract_id: str,
+    done: Callable[[market_pb2.Contract], bool],
+    what: str,
+) -> market_pb2.Contract:
+    """Poll a node's copy of a contract until ``done`` holds (the outbox carries it on)."""
+    deadline = time.monotonic() + 60
+    while True:
+        contract = (
+            await operator.GetContract(
+                node_pb2.GetContractRequest(contract_id=contract_id), timeout=DEADLINE
+            )
+        ).contract
+        if done(contract):
+            return contract
+        if contract.state == market_pb2.CONTRACT_STATE_TERMINATED:
+            raise SystemExit(f"contract {contract_id} terminated: {contract.termination_reason}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"contract {contract_id}: {what} did not happen within 60 s")
+        await asyncio.sleep(0.2)
+
+
+def _signatures(envelope: bytes) -> int:
+    return len(json.loads(envelope)["signatures"])
+
+
+async def trade(federation: Federation, listed: dict[str, list[str]]) -> None:
+    say("5. A domestic trade: a Shanghai company buys Guangzhou's road traffic data")
+    buyer_member = EXCHANGES[2].members[0][0]
+    async with (
+        federation.operator("sh-sde") as buyer_channel,
+        federation.operator("gd-gzde") as seller_channel,
+    ):
+        buyer = node_pb2_grpc.OperatorServiceStub(buyer_channel)
+        seller = node_pb2_grpc.OperatorServiceStub(seller_channel)
+        requested = (
+            await buyer.RequestContract(
+                node_pb2.RequestContractRequest(
+                    idempotency_key="walkthrough-traffic",
+                    seller_node="gd-gzde",
+                    listing_id=listed["gd-gzde"][0],
+                    buyer=buyer_member,
+                    purpose="research on commuter flows for an urban planning study",
+                ),
+                timeout=DEADLINE,
+            )
+        ).contract
+        terms = requested.terms
+        contract_id = terms.contract_id
+        say(
+            f"  sh-sde: contract {contract_id} requested: {terms.dataset_id} from "
+            f"{terms.seller} for {_yuan(terms.price)} (REQUESTED on both nodes)"
+        )
+        await seller.DecideContract(
+            node_pb2.DecideContractRequest(contract_id=contract_id, agree=True),
+            timeout=DEADLINE,
+        )
+        say(
+            "  gd-gzde: the operator agrees; the node checks certificate, listing, buyer, grade "
+            "and customs, and signs"
+        )
+        final = await _contract_until(
+            buyer, contract_id, lambda c: c.state == market_pb2.CONTRACT_STATE_FINALIZED, "final"
+        )
+        say(
+            f"  sh-sde: countersigned; FINALIZED on both nodes, one envelope with "
+            f"{_signatures(final.envelope)} signatures"
+        )
+        reported = await _contract_until(
+            seller, contract_id, lambda c: c.HasField("trade_record"), "the trade report"
+        )
+        say(
+            f"  registry: trade record logged at index {reported.trade_record.log_index} "
+            "(the node verified its inclusion proof)"
+        )
+        started = time.monotonic()
+        await buyer.StartDelivery(
+            node_pb2.StartDeliveryRequest(contract_id=contract_id), timeout=DEADLINE
+        )
+        while True:
+            progress = (
+                await buyer.GetDeliveryProgress(
+                    node_pb2.GetDeliveryProgressRequest(contract_id=contract_id),
+                    timeout=DEADLINE,
+                )
+            ).progress
+            failed = progress.error and not progress.error.startswith("retrying")
+            if progress.complete or failed or time.monotonic() - started > 120:
+                break
+            await asyncio.sleep(0.1)
+        if not progress.complete:
+            raise SystemExit(f"delivery of {contract_id} did not complete: {progress.error}")
+        say(
+            f"  sh-sde: received {progress.received_bytes:,} of {progress.total_bytes:,} bytes "
+            f"from gd-gzde in {time.monotonic() - started:.2f} s; SHA-256 equals the "
+            f"certificate's content digest: {'yes' if progress.digest_verified else 'NO'}"
+        )
+
+
+async def refuse_core_data(federation: Federation) -> None:
+    say("6. Core data never reaches the market")
+    holder = EXCHANGES[0].members[0][0]
+    request = node_pb2.SubmitDatasetRequest(
+        idempotency_key="gd-gzde-core-survey",
+        dataset=description(
+            holder,
+            "广州市高精度测绘成果 / Guangzhou high-precision survey results",
+            "厘米级道路与地下管线测绘。Centimetre-accurate roads and utility lines.",
+            "geo.mapping.high_precision",
+        ),
+    )
+    async with federation.operator("gd-gzde") as channel:
+        operator = node_pb2_grpc.OperatorServiceStub(channel)
+        try:
+            record = (await operator.SubmitDataset(request, timeout=DEADLINE)).dataset
+        except grpc.aio.AioRpcError as error:
+            say(f"  gd-gzde: refused at once ({error.code().name}): {error.details()}")
+            return
+        deadline = time.monotonic() + DEADLINE
+        while record.registration.state != node_pb2.OUTBOX_STATE_FAILED:
+            if record.HasField("certificate") or time.monotonic() > deadline:
+                raise SystemExit("core data was certified; it must never be")
+            await asyncio.sleep(0.2)
+            record = (
+                await operator.GetDataset(
+                    node_pb2.GetDatasetRequest(idempotency_key=request.idempotency_key),
+                    timeout=DEADLINE,
+                )
+            ).dataset
+        say(f"  registry refused the certificate: {record.registration.last_error}")
+
+
+async def export(federation: Federation) -> None:
+    say("7. An export to Hong Kong: refused without a permit, then permitted")
+    holder = EXCHANGES[1].members[1][0]
+    buyer_code, buyer_name = HONG_KONG_BUYER
+    async with (
+        federation.operator("sh-sde") as buyer_channel,
+        federation.operator("gd-szde") as seller_channel,
+        federation.admin() as admin_channel,
+    ):
+        buyer = node_pb2_grpc.OperatorServiceStub(buyer_channel)
+        seller = node_pb2_grpc.OperatorServiceStub(seller_channel)
+        supervision = supervision_pb2_grpc.SupervisionServiceStub(admin_channel)
+        await buyer.AddMember(
+            node_pb2.AddMemberRequest(
+                member=registry_pb2.Member(
+                    credit_code=buyer_code, name=buyer_name, region_code="310000", country="HK"
+                )
+            ),
+            timeout=DEADLINE,
+        )
+        say(f"  sh-sde: member {buyer_code} {buyer_name} (country HK)")
+        record = await _certified(
+            seller,
+            node_pb2.SubmitDatasetRequest(
+                idempotency_key="gd-szde-orders",
+                dataset=description(
+                    holder,
+                    "深圳跨境电商订单 2025 / Shenzhen cross-border e-commerce orders 2025",
+                    "订单、收货城市与品类，含个人信息。Orders with delivery city and category.",
+                    "commerce.ecommerce.orders",
+                    individuals=1_200_000,
+                ),
+            ),
+        )
+        listing = (
+            await seller.CreateListing(
+                node_pb2.CreateListingRequest(
+                    listing=market_pb2.Listing(
+                        dataset_id=record.dataset_id,
+                        price=common_pb2.Money(fen=3_000_000),
+                        pricing_model=market_pb2.PRICING_MODEL_ONE_TIME,
+                        licence=market_pb2.LicenceTerms(
+                            purposes=["market research"], term_days=365
+                        ),
+                        delivery=market_pb2.DELIVERY_METHOD_FILE,
+                        auto_approve=True,
+                    )
+                ),
+                timeout=DEADLINE,
+            )
+        ).listing
+        await seller.SetListingState(
+            node_pb2.SetListingStateRequest(
+                listing_id=listing.listing_id, state=market_pb2.LISTING_STATE_LISTED
+            ),
+            timeout=DEADLINE,
+        )
+        say(
+            f"  gd-szde: {record.dataset_id} (personal information of 1,200,000 people) "
+            f"listed as {listing.listing_id}, approved automatically"
+        )
+
+        def ask(key: str, permit: str = "") -> node_pb2.RequestContractRequest:
+            return node_pb2.RequestContractRequest(
+                idempotency_key=key,
+                seller_node="gd-szde",
+                listing_id=listing.listing_id,
+                buyer=buyer_code,
+                purpose="consumer research for a Hong Kong retail study",
+                export_permit_id=permit,
+            )
+
+        try:
+            await buyer.RequestContract(ask("walkthrough-export"), timeout=DEADLINE)
+        except grpc.aio.AioRpcError as error:
+            say(f"  refused ({error.code().name}): {error.details()}")
+        else:
+            raise SystemExit("an export without a permit was agreed; it must not be")
+        applied = await supervision.ApplyExportPermit(
+            supervision_pb2.ApplyExportPermitRequest(
+                idempotency_key="walkthrough-permit",
+                application=supervision_pb2.ExportPermit(
+                    exporter=holder,
+                    dataset_ids=[record.dataset_id],
+                    destination="HK",
+                    recipient=buyer_code,
+                    purpose="consumer research for a Hong Kong retail study",
+                ),
+            ),
+            timeout=DEADLINE,
+        )
+        permit_id = applied.application.permit_id
+        reviewed = await supervision.ReviewExportPermit(
+            supervision_pb2.ReviewExportPermitRequest(
+                permit_id=permit_id, approve=True, reason="security assessment passed"
+            ),
+            timeout=DEADLINE,
+        )
+        say(
+            f"  registry admin: security assessment passed; export permit {permit_id} signed "
+            f"and logged at index {reviewed.permit.log_index}, valid 3 years"
+        )
+        answer = await buyer.RequestContract(
+            ask("walkthrough-export-permitted", permit_id), timeout=DEADLINE
+        )
+        contract_id = answer.contract.terms.contract_id
+        await _contract_until(
+            buyer, contract_id, lambda c: c.state == market_pb2.CONTRACT_STATE_FINALIZED, "final"
+        )
+        reported = await _contract_until(
+            seller, contract_id, lambda c: c.HasField("trade_record"), "the trade report"
+        )
+        record_payload = Envelope.from_json(reported.trade_record.envelope).payload
+        declared = supervision_pb2.TradeRecord.FromString(record_payload).export
+        mechanism = supervision_pb2.ExportMechanism.Name(declared.mechanism)
+        say(
+            f"  contract {contract_id} FINALIZED; export declared to the registry at index "
+            f"{reported.trade_record.log_index}: {declared.individuals:,} individuals to "
+            f"{declared.destination} under {mechanism} ({declared.permit_id})"
+        )
+        counted = await supervision.CheckExport(
+            supervision_pb2.CheckExportRequest(exporter=holder, destination="HK"),
+            timeout=DEADLINE,
+        )
+        say(
+            f"  registry: {counted.exported_individuals:,} individuals exported by {holder} "
+            "this calendar year"
+        )
+
+
+async def statistics(federation: Federation) -> None:
+    say("9. What the national supervisors see")
+    async with federation.admin() as channel:
+        supervision = supervision_pb2_grpc.SupervisionServiceStub(channel)
+        rows = (
+            await supervision.GetStatistics(
+                supervision_pb2.GetStatisticsRequest(), timeout=DEADLINE
+            )
+        ).rows
+        say(
+            f"  {'region':<8} {'category':<32} {'grade':<9} {'month':<8} {'trades':>6} "
+            f"{'value':>14} {'exports':>7}"
+        )
+        for row in rows:
+            grade = common_pb2.Grade.Name(row.grade).removeprefix("GRADE_").lower()
+            say(
+                f"  {row.region_code:<8} {row.category:<32} {grade:<9} {row.month:<8} "
+                f"{row.trades:>6} {_yuan(row.value):>14} {row.exports:>7}"
+            )
+        points = (
+            await supervision.GetPriceIndex(
+                supervision_pb2.GetPriceIndexRequest(), timeout=DEADLINE
+            )
+        ).points
+        for point in points:
+            say(
+                f"  price index {point.category} {point.month}: median "
+                f"{_yuan(point.median_price)} over {point.trades} trade(s), index {point.index:.1f}"
+            )
+        actions = (
+            await supervision.ListSupervisoryActions(
+                supervision_pb2.ListSupervisoryActionsRequest(), timeout=DEADLINE
+            )
+        ).actions
+        for action in actions:
+            say(
+                f"  action at log index {action.log_index}: {action.action} {action.subject} "
+                f"by {action.actor.spiffe_id}"
+            )
+
+
+async def audit(federation: Federation) -> None:
+    say("10. Anyone can recompute the transparency log")
+    registry = federation.workdir / "registry"
     say("  " + run(BIN / "provex-registry", "log", "verify", "--state", registry).strip())
 
 
@@ -454,7 +828,12 @@ async def main(workdir: Path, exit_after: bool) -> None:
         await bring_up(federation)
         listed = await seed(federation)
         await search(federation)
+        await trade(federation, listed)
+        await refuse_core_data(federation)
+        await export(federation)
         await supervise(federation, listed)
+        await statistics(federation)
+        await audit(federation)
         say(f"State directories, logs and endpoints: {workdir}")
         if not exit_after:
             say("The federation keeps running; press Ctrl-C to stop it.")

@@ -6,6 +6,9 @@
     provex-node serve --state DIR [--peer-listen H:P] [--operator-listen H:P]
     provex-node member add|list ...          provex-node dataset submit|get|list ...
     provex-node listing create|publish|suspend|delist|get|import ...
+    provex-node dataset attach DATASET_ID FILE
+    provex-node delivery start|show CONTRACT_ID [--no-wait]
+    provex-node contract request|decide|show|list ...   provex-node risk submit ...
     provex-node search TEXT [filters]        provex-node federated-search TEXT [filters]
     provex-node outbox                       provex-node status
 
@@ -31,21 +34,33 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 import provex
-from node import listings
+from node import datasets, listings
+from node.blobs import BlobStore
 from node.config import NodeConfig, load_config
+from node.delivery import RETRYING
 from node.enrollment import enroll
+from node.search import TOTAL_CAP
 from node.server import serve
 from node.state import StateLayout, init_state
+from provex import backup
 from provex.errors import InvalidArgument, ProvexError
 from provex.identity import channel_credentials
 from provex.rpc import raise_for_rpc_error
 from provex.timestamps import utc_now
-from provex.v1 import dataset_pb2, market_pb2, node_pb2, node_pb2_grpc, registry_pb2
+from provex.v1 import (
+    dataset_pb2,
+    market_pb2,
+    node_pb2,
+    node_pb2_grpc,
+    registry_pb2,
+    supervision_pb2,
+)
 
 if TYPE_CHECKING:
     from provex.v1.node_pb2_grpc import OperatorServiceAsyncStub
 
 DEADLINE = 30.0
+DELIVERY_POLL_SECONDS = 0.2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("--registry-ca", type=Path, required=True, help="federation CA (PEM)")
     join.add_argument("--peer-endpoint", help="host:port peers dial (default: peer_listen)")
 
+    backup.add_commands(commands, "provex-node")
     run = with_state(commands.add_parser("serve", help="run the node until SIGTERM"))
     run.add_argument("--peer-listen", help="host:port (port 0 picks a free one)")
     run.add_argument("--operator-listen", help="host:port (port 0 picks a free one)")
@@ -104,9 +120,100 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--key", required=True, help="idempotency key of this submission")
     submit.add_argument("--file", type=Path, required=True, help="DatasetDescription as JSON")
     submit.add_argument("--dataset-id", default="", help="register a new version of this id")
+    submit.add_argument(
+        "--data",
+        type=Path,
+        help="the data file: copied into the node's blob store while hashed; its SHA-256 and "
+        "size fill content_digest and size_bytes of the description",
+    )
     get = with_state(dataset.add_parser("get", help="one dataset"))
     get.add_argument("dataset_id")
     with_state(dataset.add_parser("list", help="list datasets"))
+    attach = with_state(
+        dataset.add_parser(
+            "attach",
+            help="attach the data file of a dataset (what buyers receive)",
+            description="Copy FILE into the node's blob store (<state>/blobs/<sha256>) while "
+            "hashing it. Its SHA-256 must be the content digest of the dataset's certificate "
+            "(or of its submitted description while the certificate is pending); a mismatch is "
+            "refused and nothing is stored. Attach again to replace a damaged copy.",
+        )
+    )
+    attach.add_argument("dataset_id", help="the dataset id, e.g. 440100-2026-0000123-8")
+    attach.add_argument("data", type=Path, metavar="FILE", help="the data file")
+
+    delivery = commands.add_parser("delivery", help="deliveries of bought data").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    begin = with_state(
+        delivery.add_parser(
+            "start",
+            help="receive a finalized contract's data from the seller's node",
+            description="Start (or resume, or restart after a failure) the delivery of a "
+            "finalized contract this node bought; the node downloads in the background, resumes "
+            "after interruptions and verifies the SHA-256 against the contract's content digest. "
+            "Shows a progress bar until the delivery completes or fails.",
+        )
+    )
+    begin.add_argument("contract_id")
+    begin.add_argument("--no-wait", action="store_true", help="return once started")
+    show_delivery = with_state(delivery.add_parser("show", help="progress of a delivery"))
+    show_delivery.add_argument("contract_id")
+
+    contract = commands.add_parser("contract", help="contracts with other nodes").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    ask = with_state(
+        contract.add_parser(
+            "request",
+            help="buy: ask a seller's node for a contract on one of its listings",
+            description="Propose a contract for a member of this node (the buyer) on a listing "
+            "of another node. The key makes a retry safe: the same key names the same contract. "
+            "The seller's node checks its rules, then agrees (its operator, or the listing's "
+            "auto-approve rule); both nodes then sign and the contract is finalized.",
+        )
+    )
+    ask.add_argument("--key", required=True, help="idempotency key of this request")
+    ask.add_argument("--seller-node", required=True, help="the seller's node id, e.g. gd-gzde")
+    ask.add_argument("--listing", required=True, help="the listing id, e.g. L0123456789abcdef")
+    ask.add_argument("--buyer", required=True, help="credit code of the buying member")
+    ask.add_argument("--purpose", required=True, help="what the buyer will use the data for")
+    ask.add_argument("--permit", default="", help="export permit or filing id (exports only)")
+    decide = with_state(
+        contract.add_parser(
+            "decide",
+            help="agree to a requested contract (seller), or terminate one (either side)",
+        )
+    )
+    decide.add_argument("contract_id")
+    verdict = decide.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--agree", action="store_true", help="agree (the seller's node signs)")
+    verdict.add_argument("--terminate", action="store_true", help="refuse or terminate")
+    decide.add_argument("--reason", default="", help="why (required to terminate)")
+    show_contract = with_state(contract.add_parser("show", help="one contract"))
+    show_contract.add_argument("contract_id")
+    every = with_state(contract.add_parser("list", help="contracts this node is party to"))
+    every.add_argument(
+        "--only",
+        choices=("requested", "agreed", "finalized", "terminated"),
+        default=None,
+        help="only contracts in this state",
+    )
+
+    risk = commands.add_parser("risk", help="risk assessments of holders").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    report = with_state(
+        risk.add_parser(
+            "submit",
+            help="file a holder's annual risk assessment with the registry",
+            description="Submit a RiskAssessment (JSON: holder, period_start, period_end, "
+            "data, processing, risks, measures, report_digest in base64) for a member of this "
+            "node; it is queued for the registry and filed when the registry answers.",
+        )
+    )
+    report.add_argument("--key", required=True, help="idempotency key of this submission")
+    report.add_argument("--file", type=Path, required=True, help="RiskAssessment as JSON")
 
     listing = commands.add_parser("listing", help="listings").add_subparsers(
         dest="action", metavar="ACTION", required=True
@@ -287,6 +394,10 @@ async def _operator_call(
         return 0
     if command == "dataset" and action == "submit":
         description = json_format.Parse(body, dataset_pb2.DatasetDescription())
+        if args.data is not None:
+            stored = await asyncio.to_thread(BlobStore.of_state(args.state).import_file, args.data)
+            description.content_digest = stored.digest
+            description.size_bytes = stored.size
         request = node_pb2.SubmitDatasetRequest(
             idempotency_key=args.key, dataset=description, dataset_id=args.dataset_id
         )
@@ -294,6 +405,14 @@ async def _operator_call(
         state = node_pb2.OutboxState.Name(record.registration.state)
         _print(args, _as_json(record), f"dataset {record.dataset_id or '(pending)'}: {state}")
         return 0
+    if command == "dataset" and action == "attach":
+        return await _attach(args, stub)
+    if command == "delivery":
+        return await _delivery(args, stub)
+    if command == "contract":
+        return await _contract(args, stub)
+    if command == "risk":
+        return await _risk(args, stub, body)
     if command == "dataset" and action == "get":
         got = await stub.GetDataset(
             node_pb2.GetDatasetRequest(dataset_id=args.dataset_id), timeout=DEADLINE
@@ -346,7 +465,8 @@ async def _operator_call(
     if command in ("search", "federated-search"):
         if command == "search":
             result = await stub.Search(node_pb2.SearchRequest(query=_query(args)), timeout=DEADLINE)
-            text = _hits_table(result.hits) + f"\n{result.total} found"
+            shown = f"{result.total}+" if result.total >= TOTAL_CAP else str(result.total)
+            text = _hits_table(result.hits) + f"\n{shown} found"
             if result.next_page_token:
                 text += f"; next page: --page-token {result.next_page_token}"
             _print(args, _as_json(result), text)
@@ -404,7 +524,196 @@ async def _import(
     return 0 if errors == 0 else 1
 
 
+async def _attach(args: argparse.Namespace, stub: OperatorServiceAsyncStub) -> int:
+    got = await stub.GetDataset(
+        node_pb2.GetDatasetRequest(dataset_id=args.dataset_id), timeout=DEADLINE
+    )
+    expected = datasets.attach_digest(got.dataset)
+    store = BlobStore.of_state(args.state)
+    stored = await asyncio.to_thread(store.import_file, args.data, expected)
+    _print(
+        args,
+        {
+            "dataset_id": got.dataset.dataset_id,
+            "content_digest": stored.digest.hex(),
+            "size_bytes": stored.size,
+            "blob": str(store.path(stored.digest)),
+        },
+        f"dataset {got.dataset.dataset_id}: {stored.size} bytes attached, "
+        f"SHA-256 {stored.digest.hex()}",
+    )
+    return 0
+
+
+def _delivery_text(progress: node_pb2.DeliveryProgress) -> str:
+    if progress.complete:
+        verified = "digest verified" if progress.digest_verified else "digest NOT verified"
+        return f"delivery of {progress.contract_id}: {progress.received_bytes} bytes, {verified}"
+    total = progress.total_bytes or "?"
+    text = f"delivery of {progress.contract_id}: {progress.received_bytes}/{total} bytes"
+    return text + (f"; {progress.error}" if progress.error else "")
+
+
+def _delivery_ended(progress: node_pb2.DeliveryProgress) -> bool:
+    """Complete, or failed (an error that is not a transient one being retried)."""
+    return progress.complete or (bool(progress.error) and not progress.error.startswith(RETRYING))
+
+
+def _delivery_bar(progress: node_pb2.DeliveryProgress) -> None:
+    width = 30
+    total = progress.total_bytes
+    filled = width * progress.received_bytes // total if total else 0
+    bar = "#" * filled + "." * (width - filled)
+    mib = progress.received_bytes / 2**20
+    of = f"{total / 2**20:.1f}" if total else "?"
+    note = f"  {progress.error}" if progress.error else ""
+    print(f"\r[{bar}] {mib:.1f}/{of} MiB{note}\x1b[K", end="", file=sys.stderr)
+
+
+async def _delivery(args: argparse.Namespace, stub: OperatorServiceAsyncStub) -> int:
+    """``delivery start`` (waiting with a progress bar unless --no-wait) and ``delivery show``."""
+    if args.action == "start":
+        started = await stub.StartDelivery(
+            node_pb2.StartDeliveryRequest(contract_id=args.contract_id), timeout=DEADLINE
+        )
+        progress = started.progress
+        while not args.no_wait and not _delivery_ended(progress):
+            if not args.json:
+                _delivery_bar(progress)
+            await asyncio.sleep(DELIVERY_POLL_SECONDS)
+            progress = (
+                await stub.GetDeliveryProgress(
+                    node_pb2.GetDeliveryProgressRequest(contract_id=args.contract_id),
+                    timeout=DEADLINE,
+                )
+            ).progress
+        if not args.json and not args.no_wait:
+            _delivery_bar(progress)
+            print(file=sys.stderr)
+    else:
+        progress = (
+            await stub.GetDeliveryProgress(
+                node_pb2.GetDeliveryProgressRequest(contract_id=args.contract_id),
+                timeout=DEADLINE,
+            )
+        ).progress
+    _print(args, _as_json(progress), _delivery_text(progress))
+    failed = _delivery_ended(progress) and not progress.complete
+    return 1 if failed else 0
+
+
 # ---------------------------------------------------------------- entry point
+
+
+_CONTRACT_STATES = {
+    "requested": market_pb2.CONTRACT_STATE_REQUESTED,
+    "agreed": market_pb2.CONTRACT_STATE_AGREED,
+    "finalized": market_pb2.CONTRACT_STATE_FINALIZED,
+    "terminated": market_pb2.CONTRACT_STATE_TERMINATED,
+}
+
+
+def _contract_state(contract: market_pb2.Contract) -> str:
+    return market_pb2.ContractState.Name(contract.state).removeprefix("CONTRACT_STATE_").lower()
+
+
+def _contract_row(contract: market_pb2.Contract) -> str:
+    terms = contract.terms
+    price = f"{terms.price.fen / 100:,.2f}" if terms.dataset_id else "-"
+    return (
+        f"{terms.contract_id}  {_contract_state(contract):<10} {terms.listing_id}  "
+        f"{terms.seller_node:>10} -> {terms.buyer_node:<10} {terms.buyer}  {price:>14} CNY"
+    )
+
+
+def _contract_text(contract: market_pb2.Contract) -> str:
+    terms = contract.terms
+    lines = [
+        f"contract     {terms.contract_id}",
+        f"state        {_contract_state(contract)}",
+        f"listing      {terms.listing_id} of node {terms.seller_node}",
+        f"dataset      {terms.dataset_id or '(the seller has not answered yet)'}",
+        f"seller       {terms.seller or '-'}",
+        f"buyer        {terms.buyer} of node {terms.buyer_node} ({terms.buyer_country})",
+        f"price        {terms.price.fen / 100:,.2f} CNY",
+        f"purpose      {terms.purpose}",
+    ]
+    if terms.export_permit_id:
+        lines.append(f"permit       {terms.export_permit_id}")
+    if contract.termination_reason:
+        lines.append(f"reason       {contract.termination_reason}")
+    if contract.envelope:
+        signatures = len(json.loads(contract.envelope).get("signatures", []))
+        lines.append(f"signatures   {signatures} of 2")
+    if contract.HasField("trade_record"):
+        lines.append(f"trade record log index {contract.trade_record.log_index}")
+    return "\n".join(lines)
+
+
+async def _contract(args: argparse.Namespace, stub: OperatorServiceAsyncStub) -> int:
+    """``contract request|decide|show|list``."""
+    if args.action == "request":
+        asked = await stub.RequestContract(
+            node_pb2.RequestContractRequest(
+                idempotency_key=args.key,
+                seller_node=args.seller_node,
+                listing_id=args.listing,
+                buyer=args.buyer,
+                purpose=args.purpose,
+                export_permit_id=args.permit,
+            ),
+            timeout=DEADLINE,
+        )
+        _print(args, _as_json(asked.contract), _contract_text(asked.contract))
+        return 0
+    if args.action == "decide":
+        decided = await stub.DecideContract(
+            node_pb2.DecideContractRequest(
+                contract_id=args.contract_id, agree=args.agree, reason=args.reason
+            ),
+            timeout=DEADLINE,
+        )
+        _print(args, _as_json(decided.contract), _contract_text(decided.contract))
+        return 0
+    if args.action == "show":
+        got = await stub.GetContract(
+            node_pb2.GetContractRequest(contract_id=args.contract_id), timeout=DEADLINE
+        )
+        _print(args, _as_json(got.contract), _contract_text(got.contract))
+        return 0
+    state = _CONTRACT_STATES[args.only] if args.only else market_pb2.CONTRACT_STATE_UNSPECIFIED
+    found: list[market_pb2.Contract] = []
+    token = ""
+    while True:
+        page = await stub.ListContracts(
+            node_pb2.ListContractsRequest(state=state, page_size=500, page_token=token),
+            timeout=DEADLINE,
+        )
+        found.extend(page.contracts)
+        token = page.next_page_token
+        if not token:
+            break
+    document = {"contracts": [_as_json(c) for c in found]}
+    _print(args, document, "\n".join(_contract_row(c) for c in found) or "no contracts")
+    return 0
+
+
+async def _risk(args: argparse.Namespace, stub: OperatorServiceAsyncStub, body: str) -> int:
+    """``risk submit``."""
+    assessment = json_format.Parse(body, supervision_pb2.RiskAssessment())
+    filed = await stub.SubmitRiskAssessment(
+        node_pb2.SubmitRiskAssessmentRequest(idempotency_key=args.key, assessment=assessment),
+        timeout=DEADLINE,
+    )
+    state = node_pb2.OutboxState.Name(filed.report.state).removeprefix("OUTBOX_STATE_").lower()
+    text = (
+        f"risk assessment of {filed.assessment.holder}: "
+        f"{filed.assessment.assessment_id or '(not filed yet)'}; report {state}"
+    )
+    if filed.report.last_error:
+        text += f" ({filed.report.last_error})"
+    _print(args, _as_json(filed), text)
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -419,6 +728,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "enroll":
         return _enroll(args)
+    if args.command in ("backup", "restore"):
+        summary, text = backup.run_command(args, "node")
+        _print(args, summary, text)
+        return 0
     if args.command == "serve":
         logging.basicConfig(
             level=logging.INFO,

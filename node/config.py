@@ -38,6 +38,15 @@ class NodeConfig:
     directory_refresh_seconds: float = 5.0
     checkpoint_poll_seconds: float = 2.0
     grace_seconds: float = 10.0
+    # Delivery (node.delivery). The seller sends chunks of this size; 0 rate: no throttle
+    # (a positive rate, bytes per second, is for tests and for sharing a thin uplink).
+    delivery_chunk_bytes: int = 256 * 1024
+    delivery_rate_bytes_per_second: int = 0
+    # The buyer's deadlines: for each chunk to arrive, and for one stream (then it resumes).
+    delivery_chunk_deadline: float = 30.0
+    delivery_stream_deadline: float = 600.0
+    # The buyer retries an interrupted delivery after 0.5 s, doubling up to this (seconds).
+    delivery_retry_max_seconds: float = 5.0
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> NodeConfig:
         """A copy with the given settings replaced (None values are ignored)."""

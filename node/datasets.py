@@ -273,6 +273,26 @@ def certified_dataset(conn: sqlite3.Connection, dataset_id: str) -> CertifiedDat
     )
 
 
+def attach_digest(record: node_pb2.DatasetRecord) -> bytes:
+    """The SHA-256 that data attached to ``record`` must have (``dataset attach``).
+
+    A certified dataset's is its certificate's content digest (what buyers
+    verify); a dataset still waiting for its certificate has the digest of
+    its submitted description. FailedPrecondition if there is none.
+    """
+    digest = record.dataset.content_digest
+    if record.HasField("certificate"):
+        certificate = dataset_pb2.DatasetCertificate()
+        certificate.ParseFromString(_certificate_payload(record.certificate))
+        digest = certificate.dataset.content_digest
+    if len(digest) != 32:
+        name = record.dataset_id or record.idempotency_key
+        raise FailedPrecondition(
+            f"dataset {name} has no 32-byte content digest to check attached data against"
+        )
+    return digest
+
+
 def _certificate_payload(bundle: common_pb2.Bundle) -> bytes:
     return Envelope.from_json(bundle.envelope).payload
 

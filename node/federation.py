@@ -35,30 +35,31 @@ CheckpointComparison = Callable[[str, str], Awaitable[str]]
 
 
 class PeerDialer:
-    """One channel per peer (reused across calls), verified against the peer's node name."""
+    """One channel and stub per peer (reused across calls), verified against its node name."""
 
     def __init__(self, tls: TlsMaterial, trust_domain: str) -> None:
         self._tls = tls
         self._trust_domain = trust_domain
-        self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
+        self._channels: dict[tuple[str, str], tuple[grpc.aio.Channel, PeerServiceAsyncStub]] = {}
 
     def stub(self, peer: Peer) -> PeerServiceAsyncStub:
         """A PeerService stub for ``peer`` at its current endpoint."""
         slot = (peer.node_id, peer.endpoint)
-        channel = self._channels.get(slot)
-        if channel is None:
+        dialed = self._channels.get(slot)
+        if dialed is None:
             channel = grpc.aio.secure_channel(
                 peer.endpoint,
                 self._tls.channel_credentials(),
                 options=tls_channel_options(node_server_name(self._trust_domain, peer.node_id)),
             )
-            self._channels[slot] = channel
-        return node_pb2_grpc.PeerServiceStub(channel)
+            dialed = channel, node_pb2_grpc.PeerServiceStub(channel)
+            self._channels[slot] = dialed
+        return dialed[1]
 
     async def close(self) -> None:
         """Close every channel."""
-        channels, self._channels = list(self._channels.values()), {}
-        await asyncio.gather(*(channel.close(None) for channel in channels))
+        dialed, self._channels = list(self._channels.values()), {}
+        await asyncio.gather(*(channel.close(None) for channel, _ in dialed))
 
 
 @dataclass
@@ -118,10 +119,10 @@ async def fan_out(
     request = node_pb2.PeerSearchRequest(query=peer_query, checkpoint=checkpoint)
 
     async def ask(peer: Peer) -> node_pb2.PeerSearchResponse:
-        # The gRPC deadline bounds the call; wait_for also bounds connection set-up.
-        return await asyncio.wait_for(
-            dialer.stub(peer).PeerSearch(request, timeout=deadline), deadline + 0.25
-        )
+        # The gRPC deadline bounds the call; the timeout also bounds connection set-up
+        # (asyncio.timeout, unlike wait_for, runs the call in this task: no task per peer).
+        async with asyncio.timeout(deadline + 0.25):
+            return await dialer.stub(peer).PeerSearch(request, timeout=deadline)
 
     result = FederatedResult(hits=[], answered=[self_id])
     for peer in targets:
@@ -143,6 +144,8 @@ async def fan_out(
         result.answered.append(peer.node_id)
         groups.append(outcome.hits)
         if compare is not None and outcome.checkpoint:
+            # Cheap once the note is known: provex.checkpoint remembers verified notes,
+            # and a peer shows the same note on every search until the log grows.
             try:
                 verdict = await compare(peer.node_id, outcome.checkpoint)
             except ProvexError as error:  # A checkpoint that does not verify proves nothing.

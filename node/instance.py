@@ -10,18 +10,19 @@ search never waits behind a write.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from node import datasets, listings, members, outbox, search
-from node.federation import PeerDialer, fan_out
+from node import datasets, delivery, listings, members, outbox, search, trading
+from node.federation import PeerDialer, fan_out, merge_hits
 from node.registry_link import Peer, RegistryLink, load_directory
 from node.state import Identity
 from node.sync import CheckpointKeeper, StatusFollower
-from provex.errors import InvalidArgument, PermissionDenied, ProvexError
+from provex.errors import InvalidArgument, PermissionDenied, ProvexError, Unavailable
 from provex.storage import Database
 from provex.trust import TrustRoot
 from provex.v1 import common_pb2, dataset_pb2, market_pb2, node_pb2, registry_pb2
@@ -48,6 +49,9 @@ class NodeInstance:
     clock: Callable[[], datetime]
     peer_deadline: float
     follower: StatusFollower | None = None
+    seller: delivery.Seller | None = None
+    deliveries: delivery.Deliveries | None = None
+    trades: trading.Trading | None = None
 
     @property
     def node_id(self) -> str:
@@ -170,8 +174,10 @@ class NodeInstance:
 
     # ------------------------------------------------------------ search
 
-    async def search(self, query: market_pb2.SearchQuery) -> search.SearchResult:
-        return await self.reader.run(lambda conn: search.search(conn, query))
+    async def search(
+        self, query: market_pb2.SearchQuery, *, count: bool = True
+    ) -> search.SearchResult:
+        return await self.reader.run(lambda conn: search.search(conn, query, count=count))
 
     async def peers(self) -> list[Peer]:
         return await self.reader.run(load_directory)
@@ -179,19 +185,26 @@ class NodeInstance:
     async def federated_search(
         self, query: market_pb2.SearchQuery, peer_deadline_ms: int
     ) -> node_pb2.FederatedSearchResponse:
-        local = await self.search(query)
+        # The local search runs while the peers answer (its own reader thread); no totals
+        # are counted, since a federated answer has none.
+        local = asyncio.ensure_future(self.search(query, count=False))
         deadline = peer_deadline_ms / 1000 if peer_deadline_ms else self.peer_deadline
-        result = await fan_out(
-            query,
-            list(local.hits),
-            self.node_id,
-            await self.peers(),
-            self.dialer,
-            deadline=deadline,
-            checkpoint=self.keeper.latest or "",
-            compare=self.keeper.compare_with_peer,
-            limit=min(query.page_size or search.DEFAULT_PAGE_SIZE, MAX_FEDERATED_HITS),
-        )
+        limit = min(query.page_size or search.DEFAULT_PAGE_SIZE, MAX_FEDERATED_HITS)
+        try:
+            result = await fan_out(
+                query,
+                [],
+                self.node_id,
+                await self.peers(),
+                self.dialer,
+                deadline=deadline,
+                checkpoint=self.keeper.latest or "",
+                compare=self.keeper.compare_with_peer,
+                limit=limit,
+            )
+        finally:
+            local_hits = (await local).hits
+        result.hits = merge_hits([local_hits, result.hits], limit)
         return result.to_proto()
 
     async def peer_search(
@@ -203,7 +216,7 @@ class NodeInstance:
         if peer is None or not peer.active:
             raise PermissionDenied(f"node {caller} is not an active node of the directory")
         await self._compare(caller, request.checkpoint)
-        found = await self.search(request.query)
+        found = await self.search(request.query, count=False)
         return node_pb2.PeerSearchResponse(
             hits=found.hits,
             next_page_token=found.next_page_token,
@@ -214,7 +227,11 @@ class NodeInstance:
 
     async def apply_statement(self, statement: dataset_pb2.StatusStatement, log_index: int) -> None:
         """Apply a status statement from the registry (idempotent)."""
-        if statement.WhichOneof("subject") != "dataset_id":
+        subject = statement.WhichOneof("subject")
+        if subject == "member":
+            await self._apply_member_statement(statement, log_index)
+            return
+        if subject != "dataset_id":
             return
         dataset_id, status = statement.dataset_id, statement.status
         now = self.clock()
@@ -229,6 +246,77 @@ class NodeInstance:
         suspended = await self.writer.transaction(apply)
         if suspended:
             log.warning("dataset %s: listings %s suspended", dataset_id, ", ".join(suspended))
+
+    async def _apply_member_statement(
+        self, statement: dataset_pb2.StatusStatement, log_index: int
+    ) -> None:
+        """A member frozen (suspended) or unfrozen federation-wide: record it, and
+        suspend its listings on this node, or list again those the freeze suspended."""
+        code, status = statement.member, statement.status
+        frozen = status in (common_pb2.STATUS_SUSPENDED, common_pb2.STATUS_REVOKED)
+        reason = statement.reason or common_pb2.Status.Name(status)
+        now = self.clock()
+
+        def apply(conn: sqlite3.Connection) -> list[str]:
+            if not members.record_freeze(
+                conn, code, frozen=frozen, reason=reason, log_index=log_index, now=now
+            ):
+                return []
+            if frozen:
+                why = f"member {code} frozen: {reason} (log index {log_index})"
+                changed = listings.suspend_listings_of_holder(conn, code, why[:1000], now)
+                members.remember_frozen_listings(conn, code, changed)
+                return changed
+            active = [
+                listing_id
+                for listing_id in members.take_frozen_listings(conn, code)
+                if datasets.get_dataset(
+                    conn, dataset_id=listings.get_listing(conn, listing_id).dataset_id
+                ).status
+                == common_pb2.STATUS_ACTIVE
+            ]
+            why = f"member {code} unfrozen (log index {log_index})"
+            return listings.relist(conn, active, why, now)
+
+        changed = await self.writer.transaction(apply)
+        if changed:
+            log.warning(
+                "member %s %s: listings %s %s",
+                code,
+                "frozen" if frozen else "unfrozen",
+                ", ".join(changed),
+                "suspended" if frozen else "listed again",
+            )
+
+    # ------------------------------------------------------------ contracts
+
+    def contracts(self) -> trading.Trading:
+        """Both sides of contract negotiation (built by the server)."""
+        if self.trades is None:
+            raise Unavailable("trading is not running on this node yet; retry shortly")
+        return self.trades
+
+    # ------------------------------------------------------------ delivery
+
+    def _buyer_side(self) -> delivery.Deliveries:
+        if self.deliveries is None:
+            raise Unavailable("deliveries are not running on this node yet; retry shortly")
+        return self.deliveries
+
+    async def start_delivery(self, contract_id: str) -> node_pb2.DeliveryProgress:
+        """Start (or resume, or restart after a failure) receiving a bought contract's data."""
+        return await self._buyer_side().start(contract_id)
+
+    async def delivery_progress(self, contract_id: str) -> node_pb2.DeliveryProgress:
+        return await self._buyer_side().progress(contract_id)
+
+    def deliver(
+        self, caller: str, request: node_pb2.DeliverRequest
+    ) -> AsyncIterator[node_pb2.DeliverResponse]:
+        """A buyer's node fetching a sold contract's data (PeerService.Deliver)."""
+        if self.seller is None:
+            raise Unavailable("deliveries are not running on this node yet; retry shortly")
+        return self.seller.stream(caller, request)
 
     # ------------------------------------------------------------ the node itself
 

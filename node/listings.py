@@ -92,9 +92,11 @@ __all__ = (
     "parse_csv_row",
     "parse_import_line",
     "parse_jsonl",
+    "relist",
     "search_scopes",
     "set_state",
     "suspend_listings_of_dataset",
+    "suspend_listings_of_holder",
     "update_listing",
 )
 
@@ -832,6 +834,59 @@ def suspend_listings_of_dataset(
             "UPDATE listings SET revoked = 1 WHERE dataset_id = ? AND revoked = 0", (dataset_id,)
         )
     return suspended
+
+
+def suspend_listings_of_holder(
+    conn: sqlite3.Connection, holder: str, reason: str, now: datetime
+) -> list[str]:
+    """Suspend every LISTED listing of the member ``holder``; return their ids, sorted.
+
+    Sync calls this when the registry freezes the member federation-wide.
+    Idempotent: a listing already suspended is left as it is.
+    """
+    holder = _credit_code(holder, "holder")
+    reason = _check_reason(reason)
+    rows = conn.execute(
+        "SELECT title, description, listing FROM listings "
+        "WHERE holder = ? AND state = ? ORDER BY listing_id",
+        (holder, LISTED),
+    ).fetchall()
+    stamp = to_timestamp(now)
+    suspended: list[str] = []
+    for title, description, blob in rows:
+        listing = _from_row(title, description, blob)
+        listing.state = SUSPENDED
+        listing.updated_at.CopyFrom(stamp)
+        _store(conn, listing, reason)
+        suspended.append(listing.listing_id)
+    return suspended
+
+
+def relist(
+    conn: sqlite3.Connection, listing_ids: Iterable[str], reason: str, now: datetime
+) -> list[str]:
+    """List again the SUSPENDED listings among ``listing_ids`` (an unfreeze); return their ids.
+
+    A listing whose certificate was revoked, or that is no longer suspended
+    (delisted, or listed again by the operator), is left as it is; so is one
+    whose dataset's certificate is not active now (the caller passes only
+    listings whose certificate it checked).
+    """
+    reason = _check_reason(reason)
+    stamp = to_timestamp(now)
+    restored: list[str] = []
+    for listing_id in sorted(listing_ids):
+        try:
+            listing, revoked = _load(conn, normalize_listing_id(listing_id))
+        except NotFound:
+            continue
+        if revoked or listing.state != SUSPENDED:
+            continue
+        listing.state = LISTED
+        listing.updated_at.CopyFrom(stamp)
+        _store(conn, listing, reason)
+        restored.append(listing.listing_id)
+    return restored
 
 
 # ---------------------------------------------------------------- bulk import

@@ -106,6 +106,17 @@ def update_member(
     return _store(conn, node_id, normalized, found[1] + 1, now)
 
 
+def report_acknowledged(conn: sqlite3.Connection, node_id: str, credit_code: str) -> bool:
+    """Whether the registry acknowledged a report of this member (an outbox item done)."""
+    prefix = _report_key(node_id, check_credit_code(credit_code), 0)[:-1]
+    row = conn.execute(
+        "SELECT 1 FROM outbox WHERE kind = ? AND state = 'done' "
+        "AND substr(idempotency_key, 1, ?) = ? LIMIT 1",
+        (REPORT_KIND, len(prefix), prefix),
+    ).fetchone()
+    return row is not None
+
+
 def get_member(conn: sqlite3.Connection, credit_code: str) -> registry_pb2.Member | None:
     """The member with this credit code, or None."""
     found = _row(conn, check_credit_code(credit_code))
@@ -139,3 +150,82 @@ def list_members(
         token = base64.urlsafe_b64encode(members[-1].credit_code.encode("ascii")).decode("ascii")
         return members, token
     return members, ""
+
+
+# ---------------------------------------------------------------- federation-wide freezes
+
+FREEZES_SCHEMA = """
+-- Members the registry froze federation-wide (status statements on the member), latest
+-- statement per member; ``frozen`` 1 while frozen. Any member, of this node or another.
+CREATE TABLE member_freezes (
+    credit_code TEXT PRIMARY KEY,
+    frozen      INTEGER NOT NULL CHECK (frozen IN (0, 1)),
+    reason      TEXT NOT NULL,
+    log_index   INTEGER NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+-- Listings a freeze suspended, so that lifting it lists exactly those again.
+CREATE TABLE member_freeze_listings (
+    listing_id  TEXT PRIMARY KEY,
+    credit_code TEXT NOT NULL
+);
+CREATE INDEX member_freeze_listings_by_member ON member_freeze_listings (credit_code);
+"""
+"""Tables of the freeze bookkeeping (migration 2)."""
+
+
+def frozen_reason(conn: sqlite3.Connection, credit_code: str) -> str | None:
+    """Why the member is frozen federation-wide (with the statement's log index), or None."""
+    row = conn.execute(
+        "SELECT reason, log_index FROM member_freezes WHERE credit_code = ? AND frozen = 1",
+        (check_credit_code(credit_code),),
+    ).fetchone()
+    if row is None:
+        return None
+    return f"{row[0] or 'no reason given'} (status statement at log index {row[1]})"
+
+
+def record_freeze(
+    conn: sqlite3.Connection,
+    credit_code: str,
+    *,
+    frozen: bool,
+    reason: str,
+    log_index: int,
+    now: datetime,
+) -> bool:
+    """Record a member status statement; False when it is not newer than the one kept."""
+    code = check_credit_code(credit_code)
+    row = conn.execute(
+        "SELECT log_index FROM member_freezes WHERE credit_code = ?", (code,)
+    ).fetchone()
+    if row is not None and int(row[0]) >= log_index:
+        return False
+    conn.execute(
+        "INSERT INTO member_freezes (credit_code, frozen, reason, log_index, updated_at) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (credit_code) DO UPDATE SET frozen = excluded.frozen, "
+        "reason = excluded.reason, log_index = excluded.log_index, "
+        "updated_at = excluded.updated_at",
+        (code, int(frozen), reason, log_index, now.isoformat()),
+    )
+    return True
+
+
+def remember_frozen_listings(
+    conn: sqlite3.Connection, credit_code: str, listing_ids: list[str]
+) -> None:
+    """Note the listings a freeze of ``credit_code`` suspended."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO member_freeze_listings (listing_id, credit_code) VALUES (?, ?)",
+        [(listing_id, credit_code) for listing_id in listing_ids],
+    )
+
+
+def take_frozen_listings(conn: sqlite3.Connection, credit_code: str) -> list[str]:
+    """The listings a freeze of ``credit_code`` suspended, forgetting them (an unfreeze)."""
+    rows = conn.execute(
+        "SELECT listing_id FROM member_freeze_listings WHERE credit_code = ? ORDER BY listing_id",
+        (credit_code,),
+    ).fetchall()
+    conn.execute("DELETE FROM member_freeze_listings WHERE credit_code = ?", (credit_code,))
+    return [str(row[0]) for row in rows]

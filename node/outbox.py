@@ -31,6 +31,11 @@ at all. An :class:`OutboxWorker` then delivers the items in the background:
 The operator sees every item (:func:`list_items`, :func:`get_item`,
 :func:`pending_count`) with its state, attempts and last error.
 
+Contract negotiation (:mod:`node.trading`) uses the same machinery for the
+calls it must make to a *peer* node (notify, finalize, terminate), and for
+trade reports and risk assessments to the registry; it registers those
+kinds with :meth:`OutboxWorker.add_kind` once the node is assembled.
+
 Handlers
     ``async def handler(key: str, payload: bytes) -> bytes``: send the
     serialized request ``payload`` (with ``key`` as its idempotency key) and
@@ -614,6 +619,30 @@ class OutboxWorker:
         # Keys whose attempt ended while a scan ran: that scan's view of them may be stale.
         self._ended_during_scan: set[str] = set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+
+    def add_kind(
+        self,
+        kind: str,
+        handler: Handler,
+        *,
+        on_done: OnDone | None = None,
+        on_failed: OnFailed | None = None,
+    ) -> None:
+        """Handle one more kind (before :meth:`start`): its handler and callbacks.
+
+        Lets a domain whose handlers need the running node (peer calls of
+        :mod:`node.trading`) register them once the node is assembled.
+        """
+        if self._loop_task is not None:
+            raise RuntimeError("add kinds before the outbox worker starts")
+        if not kind or kind in self._handlers:
+            raise ValueError(f"outbox kind {kind!r} is empty or handled already")
+        self._handlers[kind] = handler
+        self._kinds = tuple(sorted(self._handlers))
+        if on_done is not None:
+            self._on_done[kind] = on_done
+        if on_failed is not None:
+            self._on_failed[kind] = on_failed
 
     # ------------------------------------------------------------ lifecycle
 

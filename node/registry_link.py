@@ -24,7 +24,7 @@ from node import outbox
 from provex.identity import TlsMaterial
 from provex.rpc import error_for_rpc_error
 from provex.storage import Database
-from provex.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from provex.v1 import common_pb2, registry_pb2, registry_pb2_grpc, supervision_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class RegistryLink:
         self.directory = registry_pb2_grpc.DirectoryServiceStub(self._channel)
         self.log = registry_pb2_grpc.LogServiceStub(self._channel)
         self.catalog = registry_pb2_grpc.CatalogServiceStub(self._channel)
+        self.supervision = supervision_pb2_grpc.SupervisionServiceStub(self._channel)
         self.reachable = False
 
     @property

@@ -7,7 +7,7 @@ edit one that has shipped (see :mod:`provex.storage`).
 
 from __future__ import annotations
 
-from node import datasets, listings, members, outbox, registry_link, search, sync, trading
+from node import datasets, delivery, listings, members, outbox, registry_link, search, sync, trading
 from provex.storage import Migration
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -26,5 +26,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             )
         ),
     ),
-    Migration(2, "contracts", trading.SCHEMA),
+    Migration(
+        2, "contracts and member freezes", "\n".join((trading.SCHEMA, members.FREEZES_SCHEMA))
+    ),
+    Migration(3, "deliveries", delivery.SCHEMA),
 )

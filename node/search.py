@@ -17,10 +17,13 @@ Text
     it is expanded, through the index's vocabulary, into the trigrams that
     begin with it (every indexed column ends with two ``U+0001``, so every
     occurrence begins one), which finds exactly the listings containing it
-    at the cost of an indexed lookup. A term that begins more than
-    :data:`MAX_EXPANSION` trigrams (a single common letter) is checked with
-    LIKE instead, on the rows the other terms and filters leave, else on
-    every LISTED row.
+    at the cost of an indexed lookup. (Reading a prefix's trigrams from the
+    vocabulary walks all their postings, so each expansion is remembered
+    per database file while FTS5's structure record, which every change to
+    the index rewrites, stays the same: see :func:`_expansion`.) A term that
+    begins more than :data:`MAX_EXPANSION` trigrams (a single common letter)
+    is checked with LIKE instead, on the rows the other terms and filters
+    leave, else on every LISTED row.
 
 Filters
     ``category_prefix`` is a dotted catalog code matching itself and its
@@ -40,27 +43,48 @@ Filters
     a table scan: a page with a category, region, holder or grade filter
     reads the index in result order and stops after the page; a price range
     alone (or a 1, 3 or 5 digit region prefix) sorts the range's
-    ``listing_id`` first. The total is an index count.
+    ``listing_id`` first. The total is an index count (capped, see below).
 
 Ranking
     Okapi BM25 (k1 = 1.2, b = 0.75, IDF ``ln(1 + (N - n + 0.5) / (n + 0.5))``
     as in Lucene) with the title weighted 10 and the description 1, higher
-    is better, ties broken by ``listing_id``. It is computed in SQL rather
+    is better, ties broken by ``listing_id``. It is computed here rather
     than with FTS5's ``bm25()``, whose collection statistics (listing count,
-    document frequencies, average length) move with every write, so that the
-    ranking is a pure function of each listing's own text and of *frozen*
-    statistics: the first page measures each term's document frequency and
-    the average length of the LISTED listings, and the page token carries
-    them to the following pages. Term frequencies count non-overlapping
+    document frequencies, average length) move with every write and which
+    counts every match of every term on each call, so that the ranking is a
+    pure function of each listing's own text and of *frozen* statistics:
+    the first page measures the average length of the LISTED listings and
+    each term's document frequency (exactly up to :data:`DF_SAMPLE` matches;
+    beyond, estimated from how far back in ``seq`` the term's
+    :data:`DF_SAMPLE` newest matches reach), and the page token carries them
+    to the following pages. Term frequencies count non-overlapping
     occurrences (ASCII case folded, as LIKE does); lengths are in
     characters; a one-term query needs no IDF (it would scale every score
     alike). A query without text scores every hit 0 and orders by
     ``listing_id``.
 
+    Ranking is bounded work: the matches are ranked in *tiers* of
+    :data:`TIER_SIZE`, newest first. The first tier is the TIER_SIZE newest
+    matches (highest ``seq``: the full-text index reads them in that order
+    and stops), ranked by BM25; once it is served, the next TIER_SIZE
+    older ones, and so on. A page never scores more than a tier or two,
+    whatever the number of matches (a broad query such as ``数据`` matches
+    most of a node); the price is that a very good match older than the
+    first tier is served after the first tier's weaker ones. A query with
+    fewer than TIER_SIZE matches is ranked as a whole.
+
+Total
+    ``total`` counts the matches up to :data:`TOTAL_CAP`; ``TOTAL_CAP``
+    itself means "at least that many" (counting all of a broad query's
+    matches would cost more than the page). A node answering a peer's part
+    of a federated search does not count at all (``count=False``).
+
 Pages and the page token
-    Keyset pagination on ``(score desc, listing_id)``. The token is opaque
+    Keyset pagination on ``(tier, score desc, listing_id)`` (on
+    ``listing_id`` alone for a query without text). The token is opaque
     (URL-safe base64 of a small JSON object): the position after the last
-    hit served, the frozen statistics, and a digest of the query, so a token
+    hit served (the bounds in ``seq`` of its tier, fixed when the tier was
+    cut, and its key), the frozen statistics, and a digest of the query, so a token
     presented with a different query (any field but ``page_size``, which may
     change between pages) is InvalidArgument. No server state is kept, so
     tokens never expire. The guarantee, within one paging session:
@@ -69,14 +93,19 @@ Pages and the page token
       that match on every page request and whose title and description do
       not change in the meantime, however many listings are inserted,
       listed, edited, suspended or delisted meanwhile: each listing's sort
-      key depends on nothing but its own text and the token;
+      key depends on nothing but its own text, its ``seq`` and the token
+      (tiers are disjoint ranges of ``seq``, each cut once; new listings
+      are newer than every cut and can only join the first tier). While
+      nothing changes, the order is the same whatever the page size; a
+      suspension may move the cut of a tier not reached yet, so listings
+      then rank in a different tier than they would have;
     * a listing that starts matching after the first page (new, or newly
       listed) is served iff its key sorts after the position reached; one
       that stops matching (suspended, delisted, filtered out) is not served;
     * a listing whose title or description is edited between two pages may
       move across the position and so be served twice or not at all;
-    * ``total`` counts the matches at the time of each page; each page is
-      read in one transaction (one snapshot).
+    * ``total`` counts the matches (up to TOTAL_CAP) at the time of each
+      page; each page is read in one transaction (one snapshot).
 """
 
 from __future__ import annotations
@@ -88,8 +117,10 @@ import json
 import math
 import re
 import sqlite3
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from node.listings import MAX_PRICE_FEN, load_listings
 from provex.errors import InvalidArgument
@@ -98,11 +129,14 @@ from provex.v1 import common_pb2, market_pb2, node_pb2
 
 __all__ = (
     "DEFAULT_PAGE_SIZE",
+    "DF_SAMPLE",
     "MAX_EXPANSION",
     "MAX_PAGE_SIZE",
     "MAX_TERMS",
     "MAX_TEXT",
     "SCHEMA",
+    "TIER_SIZE",
+    "TOTAL_CAP",
     "SearchResult",
     "check_query",
     "search",
@@ -129,7 +163,15 @@ _PAD = "char(1, 1)"
 """SQL of what every indexed column ends with (see :data:`SCHEMA`)."""
 MAX_EXPANSION = 512
 """Trigrams a 1- or 2-character term may expand into before it is checked with LIKE instead."""
-_TOKEN_VERSION = 1
+TIER_SIZE = 100
+"""Matches of a text query ranked together: the newest TIER_SIZE, then the next, ..."""
+TOTAL_CAP = 500
+"""``total`` counts matches up to this many; TOTAL_CAP itself means at least that many."""
+DF_SAMPLE = 100
+"""A term's document frequency is counted up to this many matches, then estimated."""
+_MIN_IDF = 1e-6
+"""Floor of an IDF (a page token carries positive weights only)."""
+_TOKEN_VERSION = 2
 
 SCHEMA = f"""
 CREATE VIEW listings_listed_text AS
@@ -390,12 +432,21 @@ def check_query(query: market_pb2.SearchQuery) -> None:
 
 @dataclass(frozen=True)
 class _Position:
-    """Where a page starts, and the statistics frozen at the first page."""
+    """Where a page starts: a tier, the key reached in it, and the statistics frozen at page 1.
+
+    A tier is the matches with ``floor <= seq < top`` (``top`` 0: no upper
+    bound, the first tier); ``floor`` -1 means a tier still to be cut below
+    ``top`` (from the :data:`TIER_SIZE` newest matches there), to be served
+    from its start (``score`` and ``listing_id`` are then ignored).
+    Filter-only queries use ``listing_id`` alone (``top`` and ``floor`` 0).
+    """
 
     score: float
     listing_id: str
     idf: tuple[float, ...]
     average_length: float
+    top: int = 0
+    floor: int = -1
 
 
 def _encode_token(query: _Query, position: _Position) -> str:
@@ -406,6 +457,8 @@ def _encode_token(query: _Query, position: _Position) -> str:
         "l": position.listing_id,
         "w": list(position.idf),
         "a": position.average_length,
+        "t": position.top,
+        "f": position.floor,
     }
     text = json.dumps(payload, separators=(",", ":"))
     return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
@@ -413,6 +466,10 @@ def _encode_token(query: _Query, position: _Position) -> str:
 
 def _finite(value: object) -> bool:
     return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value < 2**63
 
 
 def _decode_token(query: _Query) -> _Position:
@@ -425,16 +482,19 @@ def _decode_token(query: _Query) -> _Position:
         payload = json.loads(raw)
     except (binascii.Error, ValueError):
         raise malformed from None
-    if not isinstance(payload, dict) or set(payload) != {"v", "q", "s", "l", "w", "a"}:
+    if not isinstance(payload, dict) or "v" not in payload:
         raise malformed
     if payload["v"] != _TOKEN_VERSION:
         raise InvalidArgument("page_token is from another version of the node: search again")
+    if set(payload) != {"v", "q", "s", "l", "w", "a", "t", "f"}:
+        raise malformed
     if payload["q"] != query.digest():
         raise InvalidArgument(
             "page_token was issued for a different query: repeat the query's text and "
             "filters unchanged, or search again without a token"
         )
     score, listing_id, idf, average = payload["s"], payload["l"], payload["w"], payload["a"]
+    top, floor = payload["t"], payload["f"]
     weights_ok = (
         isinstance(idf, list)
         and len(idf) == len(query.terms)
@@ -447,9 +507,14 @@ def _decode_token(query: _Query) -> _Position:
         and weights_ok
         and _finite(average)
         and average > 0
+        and _integer(top, 0)
+        and _integer(floor, -1)
+        and (top == 0 or floor < top)
     ):
         raise malformed
-    return _Position(float(score), listing_id, tuple(float(w) for w in idf), float(average))
+    return _Position(
+        float(score), listing_id, tuple(float(w) for w in idf), float(average), top, floor
+    )
 
 
 # ---------------------------------------------------------------- SQL
@@ -493,15 +558,7 @@ def _plan(conn: sqlite3.Connection, query: _Query) -> _Plan:
         if len(term) >= TRIGRAM:
             expressions.append(_phrase(term))
             continue
-        prefix = term.lower()
-        trigrams = [
-            trigram
-            for (trigram,) in conn.execute(
-                "SELECT term FROM listings_fts_terms WHERE term > ? AND term < ? LIMIT ?",
-                (prefix, prefix + "\U0010ffff", MAX_EXPANSION + 1),
-            )
-            if trigram.startswith(prefix)
-        ]
+        trigrams = _expansion(conn, term.lower())
         if not trigrams:
             return _Plan((), impossible=True)
         if len(trigrams) > MAX_EXPANSION:
@@ -509,6 +566,49 @@ def _plan(conn: sqlite3.Connection, query: _Query) -> _Plan:
         else:
             expressions.append(" OR ".join(_phrase(trigram) for trigram in trigrams))
     return _Plan(tuple(expressions), impossible=False)
+
+
+_STRUCTURE = "SELECT block FROM listings_fts_data WHERE id = 10"
+"""FTS5's structure record (row 10 of ``listings_fts_data``): each index change rewrites it."""
+_EXPANSIONS_KEPT = 256
+_expansions: OrderedDict[tuple[str, str, int], tuple[bytes, tuple[str, ...]]] = OrderedDict()
+_expansions_lock = threading.Lock()
+
+
+def _expansion(conn: sqlite3.Connection, prefix: str) -> tuple[str, ...]:
+    """The indexed trigrams that begin with ``prefix`` (at most MAX_EXPANSION + 1 of them).
+
+    Reading them from ``listings_fts_terms`` walks every posting of every
+    such trigram (fts5vocab counts them), which takes long for a common
+    prefix; so they are remembered per database file, with FTS5's structure
+    record as read in this snapshot. Any write to the index rewrites that
+    record, so a remembered expansion is used only while the index is
+    exactly as it was when the expansion was read.
+    """
+    (path,) = [row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"]
+    (structure,) = conn.execute(_STRUCTURE).fetchone() or (None,)
+    key = (path, prefix, MAX_EXPANSION)
+    if path and isinstance(structure, bytes):
+        with _expansions_lock:
+            kept = _expansions.get(key)
+            if kept is not None and kept[0] == structure:
+                _expansions.move_to_end(key)
+                return kept[1]
+    trigrams = tuple(
+        trigram
+        for (trigram,) in conn.execute(
+            "SELECT term FROM listings_fts_terms WHERE term > ? AND term < ? LIMIT ?",
+            (prefix, prefix + "\U0010ffff", MAX_EXPANSION + 1),
+        )
+        if trigram.startswith(prefix)
+    )
+    if path and isinstance(structure, bytes):
+        with _expansions_lock:
+            _expansions[key] = (structure, trigrams)
+            _expansions.move_to_end(key)
+            while len(_expansions) > _EXPANSIONS_KEPT:
+                _expansions.popitem(last=False)
+    return trigrams
 
 
 def _scope_keys(query: _Query) -> list[str]:
@@ -595,58 +695,178 @@ def _scopes_answer(query: _Query) -> bool:
     return not (query.terms or query.holder or odd_region)
 
 
-_OCCURRENCES = "((length(l.{column}) - length(replace({lowered}, :p{i}, ''))) / :n{i})"
+# ---------------------------------------------------------------- ranking
 
 
-def _text_page_sql(query: _Query, plan: _Plan, params: dict[str, object]) -> str:
-    """One statement: the match count, then the page, by BM25 with the frozen statistics.
+_Candidate = tuple[int, str, str, str]
+"""A match of a tier: ``(seq, listing_id, title, description)``."""
 
-    The matches are materialized once with each term's occurrences in the
-    title and the description, then scored, filtered by the position and
-    sorted. The first row is ``(0, '', count)``.
+
+class _Ranked(NamedTuple):
+    """A match placed: its score, and the tier it was ranked in."""
+
+    seq: int
+    listing_id: str
+    score: float
+    top: int
+    floor: int
+
+
+class _Scorer:
+    """BM25 of one listing's title and description with the frozen statistics (see the module).
+
+    Terms with ASCII letters are counted in the ASCII-lowered UTF-8 of the
+    text (``bytes.lower()`` folds A-Z alone, as SQLite's lower() and LIKE
+    do), the others in the text as it is; ``str.count`` and ``bytes.count``
+    count non-overlapping occurrences.
     """
-    counts = ["length(l.title) + length(l.description) AS dl"]
-    parts = []
-    for i, term in enumerate(query.terms):
-        lowered = _ascii_lower(term)
-        params[f"p{i}"] = lowered
-        params[f"n{i}"] = len(term)
-        for column, name in (("title", "t"), ("description", "d")):
-            # lower() only matters when the term has ASCII letters.
-            text = f"lower(l.{column})" if _has_ascii_letters(term) else f"l.{column}"
-            counts.append(_OCCURRENCES.format(column=column, lowered=text, i=i) + f" AS {name}{i}")
-        tf = f"({TITLE_WEIGHT} * t{i} + {DESCRIPTION_WEIGHT} * d{i})"
-        parts.append(f":idf{i} * {tf} * {K1 + 1} / ({tf} + {K1} * ({1 - B} + {B} * dl / :avgdl))")
+
+    def __init__(self, query: _Query, idf: tuple[float, ...], average_length: float) -> None:
+        pairs = list(zip(query.terms, idf, strict=True))
+        self._plain = tuple((term, w) for term, w in pairs if not _has_ascii_letters(term))
+        self._folded = tuple(
+            (_ascii_lower(term).encode(), w) for term, w in pairs if _has_ascii_letters(term)
+        )
+        # K1 * ((1 - B) + B * length / average), as base + slope * length.
+        self._base = K1 * (1 - B)
+        self._slope = K1 * B / average_length
+
+    def __call__(self, title: str, description: str) -> float:
+        norm = self._base + self._slope * (len(title) + len(description))
+        score = 0.0
+        for term, weight in self._plain:
+            tf = TITLE_WEIGHT * title.count(term) + DESCRIPTION_WEIGHT * description.count(term)
+            if tf:
+                score += weight * tf * (K1 + 1) / (tf + norm)
+        if self._folded:
+            folded_title, folded_description = title.encode().lower(), description.encode().lower()
+            for needle, weight in self._folded:
+                tf = TITLE_WEIGHT * folded_title.count(
+                    needle
+                ) + DESCRIPTION_WEIGHT * folded_description.count(needle)
+                if tf:
+                    score += weight * tf * (K1 + 1) / (tf + norm)
+        return score
+
+
+def _seq_column(plan: _Plan) -> str:
+    """The column of the text source that is ``listings.seq`` and reads in its order."""
+    return "listings_fts.rowid" if plan.match else "l.seq"
+
+
+def _tier(
+    conn: sqlite3.Connection, query: _Query, plan: _Plan, top: int, floor: int
+) -> tuple[list[_Candidate], int]:
+    """The matches of one tier and its floor; ``floor`` -1 cuts a new tier below ``top``.
+
+    A new tier is the :data:`TIER_SIZE` newest matches below ``top`` (any
+    if ``top`` is 0); its floor is the oldest one's ``seq``, or 0 when there
+    are no more matches below (the tier reaches the bottom).
+    """
+    params: dict[str, object] = {}
     source, _ = _source(query, plan, params)
-    return (
-        f"WITH hits AS MATERIALIZED (SELECT l.seq AS seq, l.listing_id AS listing_id, "
-        f"{', '.join(counts)} {source}), "
-        f"scored AS (SELECT seq, listing_id, {' + '.join(parts)} AS score FROM hits) "
-        "SELECT 0, '', count(*) FROM hits "
-        "UNION ALL SELECT * FROM (SELECT seq, listing_id, score FROM scored "
-        "WHERE score < :after_score OR (score = :after_score AND listing_id > :after_id) "
-        "ORDER BY score DESC, listing_id LIMIT :limit)"
+    column = _seq_column(plan)
+    bounds = []
+    if top:
+        bounds.append(f"{column} < :top")
+        params["top"] = top
+    if floor >= 0:
+        bounds.append(f"{column} >= :floor")
+        params["floor"] = floor
+    limit = ""
+    if floor < 0:
+        limit = " LIMIT :tier"
+        params["tier"] = TIER_SIZE
+    sql = (
+        f"SELECT l.seq, l.listing_id, l.title, l.description {source}"
+        f"{''.join(' AND ' + bound for bound in bounds)} ORDER BY {column} DESC{limit}"
+    )
+    rows: list[_Candidate] = conn.execute(sql, params).fetchall()
+    if floor < 0:
+        floor = rows[-1][0] if len(rows) == TIER_SIZE else 0
+    return rows, floor
+
+
+def _ranked_page(
+    conn: sqlite3.Connection, query: _Query, plan: _Plan, position: _Position
+) -> tuple[list[_Ranked], tuple[int, int] | None]:
+    """Up to ``page_size + 1`` matches after ``position``, tier by tier, best first in each.
+
+    Also, when the first tier was read, how many matches it holds and its
+    floor (what counting the matches need not read again); None otherwise.
+    """
+    score = _Scorer(query, position.idf, position.average_length)
+    wanted = query.page_size + 1
+    page: list[_Ranked] = []
+    top, floor = position.top, position.floor
+    after_score, after_id = position.score, position.listing_id
+    head: tuple[int, int] | None = None
+    while True:
+        if floor < 0:
+            after_score, after_id = math.inf, ""
+        candidates, floor = _tier(conn, query, plan, top, floor)
+        if top == 0:
+            head = (len(candidates), floor)
+        ranked = sorted(
+            [(-score(title, text), listing_id, seq) for seq, listing_id, title, text in candidates]
+        )
+        for negated, listing_id, seq in ranked:
+            value = -negated
+            if value < after_score or (value == after_score and listing_id > after_id):
+                page.append(_Ranked(seq, listing_id, value, top, floor))
+                if len(page) == wanted:
+                    return page, head
+        if floor == 0:
+            return page, head
+        top, floor = floor, -1
+
+
+def _next_position(page: list[_Ranked], size: int, frozen: _Position) -> _Position:
+    """Where the page after ``page[:size]`` starts (``page`` has one more match)."""
+    last, following = page[size - 1], page[size]
+    if (following.top, following.floor) != (last.top, last.floor):
+        # The last tier served is exhausted: start the next one, cut anew then.
+        return _Position(0.0, "", frozen.idf, frozen.average_length, following.top, -1)
+    return _Position(
+        last.score, last.listing_id, frozen.idf, frozen.average_length, last.top, last.floor
     )
 
 
 def _first_position(conn: sqlite3.Connection, query: _Query, plan: _Plan) -> _Position:
-    """The statistics the ranking freezes for this paging session, and the start."""
+    """The statistics the ranking freezes for this paging session, and the start.
+
+    A term's document frequency is counted exactly up to :data:`DF_SAMPLE`
+    matches; beyond, it is estimated from how far back in ``seq`` its
+    :data:`DF_SAMPLE` newest matches reach.
+    """
     if not query.terms:
-        return _Position(0.0, "", (), 1.0)
+        return _Position(0.0, "", (), 1.0, 0, 0)
     listed, length = conn.execute("SELECT listed, length FROM search_stats").fetchone()
     average = max(length / listed, 1.0) if listed else 1.0
     if len(query.terms) == 1:
         return _Position(math.inf, "", (1.0,), average)
+    # Two statements: SQLite reads min() or max() alone off the end of the rowid b-tree.
+    (oldest,) = conn.execute("SELECT min(seq) FROM listings").fetchone()
+    (newest,) = conn.execute("SELECT max(seq) FROM listings").fetchone()
     measured: dict[int, float] = {}
     for i, expression in enumerate(plan.expressions):
-        if expression is not None:
-            (frequency,) = conn.execute(
-                "SELECT count(*) FROM listings_fts WHERE listings_fts MATCH ?", (expression,)
-            ).fetchone()
-            measured[i] = math.log(1 + (listed - frequency + 0.5) / (frequency + 0.5))
+        if expression is None:
+            continue
+        seqs = [
+            seq
+            for (seq,) in conn.execute(
+                "SELECT rowid FROM listings_fts WHERE listings_fts MATCH ? "
+                "ORDER BY rowid DESC LIMIT ?",
+                (expression, DF_SAMPLE),
+            )
+        ]
+        frequency = float(len(seqs))
+        if len(seqs) == DF_SAMPLE:
+            frequency = min(DF_SAMPLE * (newest - oldest + 1) / (newest - seqs[-1] + 1), listed)
+        measured[i] = math.log(1 + (listed - frequency + 0.5) / (frequency + 0.5))
     # A term too common to expand weighs as the most common measured term (or 1 if none is).
     common = min(measured.values(), default=1.0)
-    idf = tuple(measured.get(i, common) for i in range(len(query.terms)))
+    idf = tuple(max(measured.get(i, common), _MIN_IDF) for i in range(len(query.terms)))
     return _Position(math.inf, "", idf, average)
 
 
@@ -655,7 +875,11 @@ def _first_position(conn: sqlite3.Connection, query: _Query, plan: _Plan) -> _Po
 
 @dataclass(frozen=True)
 class SearchResult:
-    """One page of hits, the token of the next page ("" after the last) and the match count."""
+    """One page of hits, the token of the next page ("" after the last) and the match count.
+
+    ``total`` is exact up to :data:`TOTAL_CAP`; :data:`TOTAL_CAP` itself means
+    at least that many.
+    """
 
     hits: tuple[market_pb2.SearchHit, ...]
     next_page_token: str
@@ -668,68 +892,91 @@ class SearchResult:
         )
 
 
-def search(conn: sqlite3.Connection, query: market_pb2.SearchQuery) -> SearchResult:
+def search(
+    conn: sqlite3.Connection, query: market_pb2.SearchQuery, *, count: bool = True
+) -> SearchResult:
     """One page of the LISTED listings matching ``query``, best first (see the module doc).
 
     Read-only: runs on the read-only connection as well, in one read
     transaction (its own, unless the caller has one open). InvalidArgument
     names a bad field, a malformed page token, or a token of another query.
+    ``count=False`` skips counting the matches (``total`` is then 0), for
+    callers that do not show it, such as a peer's part of a federated search.
     """
     normalized = _normalize(query)
     if conn.in_transaction:
-        return _search(conn, normalized)
+        return _search(conn, normalized, count)
     conn.execute("BEGIN")  # One snapshot for the statistics, the page and the count.
     try:
-        return _search(conn, normalized)
+        return _search(conn, normalized, count)
     finally:
         conn.execute("COMMIT")
 
 
-def _search(conn: sqlite3.Connection, query: _Query) -> SearchResult:
+def _search(conn: sqlite3.Connection, query: _Query, count: bool) -> SearchResult:
     position = _decode_token(query) if query.page_token else None
     plan = _plan(conn, query)
     if plan.impossible:
         return SearchResult(hits=(), next_page_token="", total=0)
     if position is None:
         position = _first_position(conn, query, plan)
-    params: dict[str, object] = {"limit": query.page_size + 1, "after_id": position.listing_id}
+    size = query.page_size
     if query.terms:
-        params["after_score"] = position.score
-        params["avgdl"] = position.average_length
-        params.update({f"idf{i}": idf for i, idf in enumerate(position.idf)})
-        rows = conn.execute(_text_page_sql(query, plan, params), params).fetchall()
-        total, rows = int(rows[0][2]), rows[1:]
+        page, head = _ranked_page(conn, query, plan, position)
+        token = (
+            _encode_token(query, _next_position(page, size, position)) if len(page) > size else ""
+        )
+        rows = [(match.seq, match.score) for match in page[:size]]
+        total = 0
+        if count and head is None:
+            total = _count(conn, query, plan)
+        elif count and head is not None:
+            counted, floor = head
+            if floor and counted < TOTAL_CAP:
+                counted += _count(conn, query, plan, below=floor, cap=TOTAL_CAP - counted)
+            total = min(counted, TOTAL_CAP)
     else:
+        params: dict[str, object] = {"limit": size + 1, "after_id": position.listing_id}
         source, order = _source(query, plan, params)
         seq = order.replace("listing_id", "seq")
-        rows = conn.execute(
-            f"SELECT {seq}, {order}, 0.0 {source} AND {order} > :after_id "
-            f"ORDER BY {order} LIMIT :limit",
+        found = conn.execute(
+            f"SELECT {seq}, {order} {source} AND {order} > :after_id ORDER BY {order} LIMIT :limit",
             params,
         ).fetchall()
-        total = _filter_count(conn, query, plan)
-    more = len(rows) > query.page_size
-    rows = rows[: query.page_size]
-    found = load_listings(conn, [seq for seq, _, _ in rows])
+        token = ""
+        if len(found) > size:
+            last_id = found[size - 1][1]
+            token = _encode_token(query, _Position(0.0, last_id, (), 1.0, 0, 0))
+        rows = [(seq, 0.0) for seq, _ in found[:size]]
+        total = _count(conn, query, plan) if count else 0
+    listings = load_listings(conn, [seq for seq, _ in rows])
     hits = tuple(
-        market_pb2.SearchHit(listing=found[seq], score=float(score))
-        for seq, _, score in rows
-        if seq in found
+        market_pb2.SearchHit(listing=listings[seq], score=score)
+        for seq, score in rows
+        if seq in listings
     )
-    token = ""
-    if more and rows:
-        _, last_id, last_score = rows[-1]
-        token = _encode_token(
-            query, _Position(float(last_score), last_id, position.idf, position.average_length)
-        )
     return SearchResult(hits=hits, next_page_token=token, total=total)
 
 
-def _filter_count(conn: sqlite3.Connection, query: _Query, plan: _Plan) -> int:
-    if not query.has_filters:
+def _count(
+    conn: sqlite3.Connection, query: _Query, plan: _Plan, *, below: int = 0, cap: int = 0
+) -> int:
+    """The matches (with ``seq`` below ``below``, if given), counted up to ``cap`` or TOTAL_CAP."""
+    cap = cap or TOTAL_CAP
+    if not query.terms and not query.has_filters:
         (listed,) = conn.execute("SELECT listed FROM search_stats").fetchone()
-        return int(listed)
-    params: dict[str, object] = {}
-    source, _ = _source(query, plan, params)
-    (count,) = conn.execute(f"SELECT count(*) {source}", params).fetchone()
-    return int(count)
+        return min(int(listed), cap)
+    params: dict[str, object] = {"cap": cap}
+    if query.has_filters or None in plan.expressions:
+        source, _ = _source(query, plan, params)
+        column = _seq_column(plan)  # ``below`` is given for text queries only.
+    else:  # The full-text index holds LISTED listings alone: no need to read them.
+        source, params["match"] = "FROM listings_fts WHERE listings_fts MATCH :match", plan.match
+        column = "listings_fts.rowid"
+    if below:
+        source += f" AND {column} < :below"
+        params["below"] = below
+    (found,) = conn.execute(
+        f"SELECT count(*) FROM (SELECT 1 {source} LIMIT :cap)", params
+    ).fetchone()
+    return int(found)

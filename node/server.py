@@ -25,7 +25,8 @@ from typing import Any
 
 import grpc
 
-from node import datasets, members, outbox
+from node import datasets, delivery, members, outbox, trading
+from node.blobs import BlobStore
 from node.config import NodeConfig
 from node.federation import PeerDialer
 from node.instance import NodeInstance
@@ -129,6 +130,36 @@ async def start(state_dir: Path, config: NodeConfig) -> RunningNode:
     )
     follower = StatusFollower(writer, root, link.certificates, instance.apply_statement)
     instance.follower = follower
+    instance.trades = trading.Trading(
+        node_id=identity.node_id,
+        signing_key=signing_key,
+        trust_root=root,
+        writer=writer,
+        reader=reader,
+        link=link,
+        worker=worker,
+        dialer=instance.dialer,
+        peers=instance.peers,
+        clock=utc_now,
+        peer_deadline=config.peer_deadline,
+    )
+    blobs = BlobStore.of_state(state_dir)
+    instance.seller = delivery.Seller(
+        reader, blobs, config.delivery_chunk_bytes, config.delivery_rate_bytes_per_second
+    )
+    instance.deliveries = delivery.Deliveries(
+        writer,
+        reader,
+        blobs,
+        delivery.peer_source(
+            instance.dialer,
+            instance.peers,
+            config.delivery_chunk_deadline,
+            config.delivery_stream_deadline,
+        ),
+        utc_now,
+        retry_max_seconds=config.delivery_retry_max_seconds,
+    )
     operator_material = TlsMaterial(
         layout.operator_ca.read_bytes(),
         layout.operator_server_cert.read_bytes(),
@@ -155,6 +186,7 @@ async def start(state_dir: Path, config: NodeConfig) -> RunningNode:
     await operator_server.start()
     peer_address = f"{config.peer_listen.rsplit(':', 1)[0]}:{peer_port}"
     await worker.start()
+    await instance.deliveries.resume_all()
     tasks = (
         asyncio.create_task(follower.run(), name="provex-status-follower"),
         asyncio.create_task(keeper.run(config.checkpoint_poll_seconds), name="provex-checkpoints"),
@@ -195,6 +227,8 @@ async def stop(state_dir: Path, running: RunningNode, grace: float) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     instance = running.instance
+    if instance.deliveries is not None:
+        await instance.deliveries.close()
     await instance.worker.stop()
     await instance.dialer.close()
     await instance.link.close()

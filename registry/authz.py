@@ -5,6 +5,13 @@ request field): no certificate (the public port) is anonymous; a node
 certificate is that node; an admin certificate carries the role recorded for
 that admin name when ``admin add`` issued it. Servicers state each RPC's
 requirement with one call (``require_admin``, ``require_reader``, ...).
+
+Provincial supervisors (role ``supervisor``) are admin identities scoped to
+one province: a region-code prefix such as ``44`` (Guangdong). They read like
+auditors, but whatever they see or act on through supervision must lie in
+their region (:func:`scope_prefix`, :func:`require_in_scope`); outside it they
+get PERMISSION_DENIED naming their scope. National admins and auditors have
+no scope (everything).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ class Role(enum.Enum):
     NODE = "node"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    SUPERVISOR = "supervisor"
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,8 @@ class Caller:
 
     role: Role
     spiffe_id: SpiffeId | None = None
+    # A supervisor's region-code prefix ("44"); "" for everyone else.
+    region: str = ""
 
     @property
     def name(self) -> str:
@@ -50,7 +60,8 @@ class Caller:
         return str(self.spiffe_id) if self.spiffe_id else "anonymous"
 
 
-AdminRoleLookup = Callable[[str], Awaitable[Role | None]]
+AdminRoleLookup = Callable[[str], Awaitable[Role | tuple[Role, str] | None]]
+"""An admin name's role (and region, for a supervisor); None for an unknown name."""
 
 
 async def identify(spiffe_id: SpiffeId | None, admin_role: AdminRoleLookup) -> Caller:
@@ -63,10 +74,11 @@ async def identify(spiffe_id: SpiffeId | None, admin_role: AdminRoleLookup) -> C
     if spiffe_id.kind is PeerKind.NODE:
         return Caller(Role.NODE, spiffe_id)
     if spiffe_id.kind is PeerKind.ADMIN:
-        role = await admin_role(spiffe_id.name)
-        if role is None:
+        found = await admin_role(spiffe_id.name)
+        if found is None:
             raise Unauthenticated(f"{spiffe_id} is not a registered admin or auditor")
-        return Caller(role, spiffe_id)
+        role, region = found if isinstance(found, tuple) else (found, "")
+        return Caller(role, spiffe_id, region if role is Role.SUPERVISOR else "")
     raise Unauthenticated(f"{spiffe_id} may not call the registry as a client")
 
 
@@ -104,3 +116,61 @@ def require_authenticated(caller: Caller, action: str) -> Caller:
     if caller.role is Role.ANONYMOUS:
         raise Unauthenticated(f"{action} needs a client certificate from the federation CA")
     return caller
+
+
+def require_overseer(caller: Caller, action: str) -> Caller:
+    """Admins, auditors and supervisors read supervision data (supervisors in their scope)."""
+    if caller.role is Role.ANONYMOUS:
+        raise Unauthenticated(f"{action} needs an admin client certificate")
+    if caller.role not in (Role.ADMIN, Role.AUDITOR, Role.SUPERVISOR):
+        raise PermissionDenied(
+            f"{action} is for admins, auditors and supervisors; {caller} is a {caller.role.value}"
+        )
+    return caller
+
+
+def require_supervisor(caller: Caller, action: str) -> Caller:
+    """National admins act everywhere; provincial supervisors act in their scope."""
+    if caller.role is Role.ANONYMOUS:
+        raise Unauthenticated(f"{action} needs an admin client certificate")
+    if caller.role not in (Role.ADMIN, Role.SUPERVISOR):
+        raise PermissionDenied(
+            f"{action} is for admins and provincial supervisors; {caller} is a {caller.role.value}"
+        )
+    return caller
+
+
+def scope_description(caller: Caller) -> str:
+    """ "supervisor spiffe://... is scoped to region 44" (for refusals)."""
+    return f"supervisor {caller} is scoped to region {caller.region}"
+
+
+def scope_prefix(caller: Caller, region_prefix: str, action: str) -> str:
+    """The region prefix a query of ``caller`` covers: a supervisor's own scope at most.
+
+    An empty prefix means "everything I may see": a supervisor's region, or
+    everything for anyone else. A supervisor asking for a prefix outside (or
+    wider than) its region gets PERMISSION_DENIED naming its scope.
+    """
+    if caller.role is not Role.SUPERVISOR:
+        return region_prefix
+    if not region_prefix:
+        return caller.region
+    if not region_prefix.startswith(caller.region):
+        raise PermissionDenied(
+            f"{action}: {scope_description(caller)}; region prefix {region_prefix} is outside it"
+        )
+    return region_prefix
+
+
+def in_scope(caller: Caller, region_code: str) -> bool:
+    """Whether ``region_code`` lies in the caller's scope (always true but for supervisors)."""
+    return caller.role is not Role.SUPERVISOR or region_code.startswith(caller.region)
+
+
+def require_in_scope(caller: Caller, region_code: str, what: str) -> None:
+    """Refuse a supervisor acting on or reading ``what`` of a region outside its scope."""
+    if not in_scope(caller, region_code):
+        raise PermissionDenied(
+            f"{scope_description(caller)}; {what} is in region {region_code}, outside it"
+        )

@@ -2,9 +2,19 @@
 
     provex-registry init --state DIR [--trust-domain TD] [--log-origin O]
     provex-registry serve --state DIR [--public-listen H:P] [--federation-listen H:P]
-    provex-registry admin add NAME --role admin|auditor --state DIR
+    provex-registry admin add NAME --role admin|auditor|supervisor [--region PREFIX] --state DIR
     provex-registry admin invite NODE_ID --region CODE --name NAME --state DIR
     provex-registry log verify --state DIR
+
+Market supervision (the registry must run; ``--as NAME`` picks the admin identity,
+default the first one in ``<state>/admins``):
+
+    provex-registry risk list|review ...        risk assessments
+    provex-registry permit apply|review|revoke|get ...   export permits
+    provex-registry member freeze|unfreeze CREDIT_CODE --reason TEXT
+    provex-registry export check --exporter CODE --destination CC
+    provex-registry stats | price-index | actions
+    provex-registry ftz set ZONE_PREFIX [CATEGORY ...]   free-trade-zone negative lists
 
 Settings come from ``<state>/registry.toml``, then ``PROVEX_REGISTRY_*``
 variables, then these flags. ``--json`` prints one JSON object for scripts.
@@ -23,16 +33,23 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 
 import provex
+from provex import backup
 from provex.errors import ProvexError
+from provex.healthprobe import dialable
 from provex.identity import channel_credentials
 from provex.rpc import raise_for_rpc_error
 from provex.timestamps import to_timestamp, utc_now
 from provex.trust import decode_trust_root
-from provex.v1 import registry_pb2, registry_pb2_grpc
+from provex.v1 import common_pb2, registry_pb2, registry_pb2_grpc, supervision_pb2
+from provex.v1 import supervision_pb2_grpc as supervision_grpc
 from registry.authz import Role
 from registry.config import RegistryConfig, load_config
+from registry.db import Database
+from registry.schema import MIGRATIONS
 from registry.server import serve
 from registry.setup import add_admin, initialize
 from registry.state import StateLayout, latest_trust_root
@@ -74,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = with_state(admin.add_parser("add", help="issue an admin or auditor certificate"))
     add.add_argument("name", help="admin name (lower-case letters, digits, hyphens)")
-    add.add_argument("--role", choices=["admin", "auditor"], required=True)
+    add.add_argument("--role", choices=["admin", "auditor", "supervisor"], required=True)
+    add.add_argument(
+        "--region",
+        default="",
+        help="a supervisor's province: region-code prefix, e.g. 44 (Guangdong)",
+    )
     invite = with_state(admin.add_parser("invite", help="invite a node (the registry must run)"))
     invite.add_argument("node_id", help="the node's id, e.g. gd-gzde")
     invite.add_argument("--region", required=True, help="GB/T 2260 region code, e.g. 440100")
@@ -86,7 +108,105 @@ def build_parser() -> argparse.ArgumentParser:
         dest="log_command", metavar="ACTION", required=True
     )
     with_state(log.add_parser("verify", help="recompute the tree and check every checkpoint"))
+    backup.add_commands(commands, "provex-registry")
+    _supervision_parsers(commands, with_state)
     return parser
+
+
+def _supervision_parsers(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    with_state: Any,
+) -> None:
+    def online(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        with_state(sub)
+        sub.add_argument("--as", dest="admin", default="", help="admin name (default: the first)")
+        return sub
+
+    risk = commands.add_parser("risk", help="risk assessments").add_subparsers(
+        dest="risk_command", metavar="ACTION", required=True
+    )
+    listing = online(risk.add_parser("list", help="list risk assessment reports"))
+    listing.add_argument("--holder", default="", help="credit code of the holder")
+    listing.add_argument("--region", default="", help="region-code prefix of the holders")
+    listing.add_argument("--state-filter", dest="review_state", choices=sorted(_REVIEW_STATES))
+    listing.add_argument(
+        "--overdue", action="store_true", help="only holders without a current accepted report"
+    )
+    reviewing = online(risk.add_parser("review", help="accept or reject a report"))
+    reviewing.add_argument("assessment_id")
+    verdict = reviewing.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--accept", action="store_true")
+    verdict.add_argument("--reject", action="store_true")
+    reviewing.add_argument("--reason", required=True)
+
+    permit = commands.add_parser("permit", help="export permits").add_subparsers(
+        dest="permit_command", metavar="ACTION", required=True
+    )
+    apply = online(permit.add_parser("apply", help="apply for an export permit (as an admin)"))
+    apply.add_argument("--key", required=True, help="idempotency key (a retry names the same)")
+    apply.add_argument("--exporter", required=True, help="credit code of the exporter")
+    apply.add_argument("--destination", required=True, help="ISO 3166-1 alpha-2, e.g. HK")
+    apply.add_argument("--purpose", required=True)
+    apply.add_argument("--recipient", default="", help="the one recipient it allows (default any)")
+    apply.add_argument("--dataset", action="append", default=[], help="a dataset id (repeat)")
+    apply.add_argument("--category", action="append", default=[], help="a category (repeat)")
+    review = online(permit.add_parser("review", help="approve or reject an application"))
+    review.add_argument("permit_id")
+    decision = review.add_mutually_exclusive_group(required=True)
+    decision.add_argument("--approve", action="store_true")
+    decision.add_argument("--reject", action="store_true")
+    review.add_argument("--reason", required=True)
+    revoke = online(permit.add_parser("revoke", help="revoke an approved permit"))
+    revoke.add_argument("permit_id")
+    revoke.add_argument("--reason", required=True)
+    get = online(permit.add_parser("get", help="a permit's state and logged statement"))
+    get.add_argument("permit_id")
+
+    member = commands.add_parser("member", help="freeze members").add_subparsers(
+        dest="member_command", metavar="ACTION", required=True
+    )
+    for action, text in (("freeze", "freeze a member federation-wide"), ("unfreeze", "lift it")):
+        sub = online(member.add_parser(action, help=text))
+        sub.add_argument("credit_code")
+        sub.add_argument("--reason", required=True)
+
+    export = commands.add_parser("export", help="cross-border checks").add_subparsers(
+        dest="export_command", metavar="ACTION", required=True
+    )
+    check = online(export.add_parser("check", help="what an export needs now"))
+    check.add_argument("--exporter", required=True)
+    check.add_argument("--destination", required=True)
+    check.add_argument("--dataset", action="append", default=[])
+    check.add_argument("--individuals", type=int, default=0)
+    check.add_argument("--sensitive", type=int, default=0)
+
+    stats = online(commands.add_parser("stats", help="trade statistics by region and month"))
+    stats.add_argument("--region", default="", help="region-code prefix")
+    stats.add_argument("--category", default="", help="category prefix")
+    stats.add_argument("--grade", choices=["general", "important", "core"])
+    stats.add_argument("--from", dest="from_month", default="", help="YYYY-MM")
+    stats.add_argument("--to", dest="to_month", default="", help="YYYY-MM")
+    index = online(commands.add_parser("price-index", help="median prices per category"))
+    index.add_argument("--category", default="", help="category prefix")
+    actions = online(commands.add_parser("actions", help="supervisory actions and who took them"))
+    actions.add_argument("--region", default="", help="region-code prefix")
+    actions.add_argument("--after", type=int, default=0, help="after this log index")
+    actions.add_argument("--limit", type=int, default=100)
+
+    ftz = commands.add_parser("ftz", help="free-trade-zone negative lists").add_subparsers(
+        dest="ftz_command", metavar="ACTION", required=True
+    )
+    ftz_set = with_state(
+        ftz.add_parser(
+            "set",
+            help="give the zone of a region-code prefix its negative list (no category: "
+            "the zone exempts everything but core data)",
+        )
+    )
+    ftz_set.add_argument("zone", help="region-code prefix of the zone, e.g. 4403")
+    ftz_set.add_argument("categories", nargs="*", help="listed category codes")
+    ftz_remove = with_state(ftz.add_parser("remove", help="the zone has no negative list"))
+    ftz_remove.add_argument("zone")
 
 
 def _config(args: argparse.Namespace) -> RegistryConfig:
@@ -101,10 +221,8 @@ def _emit(args: argparse.Namespace, document: dict[str, Any], text: str) -> None
     print(json.dumps(document, sort_keys=True) if args.json else text)
 
 
-def invite_node(
-    state: Path, admin: str, node_id: str, region: str, name: str, *, hours: int = 0
-) -> str:
-    """CreateInvitation on the running registry of ``state``, as one of its admins."""
+def _admin_connection(state: Path, admin: str) -> tuple[str, grpc.ChannelCredentials]:
+    """The federation endpoint of the running registry and an admin's credentials."""
     admins = StateLayout(state).admins
     names = sorted(p.name for p in admins.iterdir()) if admins.exists() else []
     admin = admin or (names[0] if names else "")
@@ -119,6 +237,14 @@ def invite_node(
         (admins / admin / "cert.pem").read_bytes(),
         (admins / admin / "key.pem").read_bytes(),
     )
+    return dialable(str(endpoints["federation"])), credentials
+
+
+def invite_node(
+    state: Path, admin: str, node_id: str, region: str, name: str, *, hours: int = 0
+) -> str:
+    """CreateInvitation on the running registry of ``state``, as one of its admins."""
+    target, credentials = _admin_connection(state, admin)
     request = registry_pb2.CreateInvitationRequest(
         node_id=node_id, region_code=region, display_name=name
     )
@@ -126,7 +252,7 @@ def invite_node(
         request.expires_at.CopyFrom(to_timestamp(utc_now() + timedelta(hours=hours)))
 
     async def create() -> str:
-        async with grpc.aio.secure_channel(endpoints["federation"], credentials) as channel:
+        async with grpc.aio.secure_channel(target, credentials) as channel:
             stub = registry_pb2_grpc.EnrollmentServiceStub(channel)
             try:
                 response = await stub.CreateInvitation(request, timeout=DEADLINE)
@@ -170,17 +296,21 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "admin":
         config = load_config(args.state)
-        files = asyncio.run(add_admin(args.state, config, args.name, Role(args.role), utc_now()))
+        files = asyncio.run(
+            add_admin(args.state, config, args.name, Role(args.role), utc_now(), region=args.region)
+        )
+        scope = f" (region {args.region})" if args.region else ""
         _emit(
             args,
             {
                 "name": args.name,
                 "role": args.role,
+                "region": args.region,
                 "certificate": str(files.certificate),
                 "key": str(files.key),
                 "ca": str(files.ca),
             },
-            f"{args.role} {args.name}: certificate {files.certificate}, key {files.key}, "
+            f"{args.role} {args.name}{scope}: certificate {files.certificate}, key {files.key}, "
             f"CA {files.ca}",
         )
         return 0
@@ -199,6 +329,14 @@ def _run(args: argparse.Namespace) -> int:
             else "log verification FAILED:\n  " + "\n  ".join(verification.problems),
         )
         return 0 if verification.ok else 1
+    if args.command in ("backup", "restore"):
+        summary, text = backup.run_command(args, "registry")
+        _emit(args, summary, text)
+        return 0
+    if args.command == "ftz":
+        return _ftz(args)
+    if args.command in _SUPERVISION_COMMANDS:
+        return _supervise(args)
     build_parser().print_help()
     return 0
 
@@ -211,3 +349,277 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProvexError as error:
         print(f"provex-registry: {error}", file=sys.stderr)
         return 2
+
+
+# ---------------------------------------------------------------- supervision commands
+
+_REVIEW_STATES = {
+    "pending": supervision_pb2.REVIEW_STATE_PENDING,
+    "accepted": supervision_pb2.REVIEW_STATE_ACCEPTED,
+    "rejected": supervision_pb2.REVIEW_STATE_REJECTED,
+    "revoked": supervision_pb2.REVIEW_STATE_REVOKED,
+}
+_GRADES = {
+    "general": common_pb2.GRADE_GENERAL,
+    "important": common_pb2.GRADE_IMPORTANT,
+    "core": common_pb2.GRADE_CORE,
+}
+_SUPERVISION_COMMANDS = ("risk", "permit", "member", "export", "stats", "price-index", "actions")
+
+
+def _as_dict(message: Message) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain text table: a header line, a rule, one line a row (columns padded)."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if not rows:
+        lines.append("(none)")
+    return "\n".join(lines)
+
+
+def _when(timestamp: Any) -> str:
+    return timestamp.ToDatetime().strftime("%Y-%m-%d %H:%M") if timestamp.seconds else "-"
+
+
+def _enum(enum: Any, value: int, prefix: str) -> str:
+    return str(enum.Name(value)).removeprefix(prefix).lower()
+
+
+def _bundle_text(bundle: common_pb2.Bundle) -> str:
+    return f"logged at index {bundle.log_index}"
+
+
+async def _call(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    target, credentials = _admin_connection(args.state, args.admin)
+    async with grpc.aio.secure_channel(target, credentials) as channel:
+        stub = supervision_grpc.SupervisionServiceStub(channel)
+        try:
+            return await _dispatch(args, stub)
+        except grpc.aio.AioRpcError as error:
+            raise_for_rpc_error(error, "registry")
+
+
+async def _dispatch(
+    args: argparse.Namespace, stub: supervision_grpc.SupervisionServiceAsyncStub
+) -> tuple[dict[str, Any], str]:
+    command = args.command
+    rows: list[tuple[object, ...]]
+    if command == "risk" and args.risk_command == "list":
+        listed = await stub.ListRiskAssessments(
+            supervision_pb2.ListRiskAssessmentsRequest(
+                holder=args.holder,
+                region_prefix=args.region,
+                state=_REVIEW_STATES.get(
+                    args.review_state or "", supervision_pb2.REVIEW_STATE_UNSPECIFIED
+                ),
+                overdue_only=args.overdue,
+            ),
+            timeout=DEADLINE,
+        )
+        rows = [
+            (
+                a.assessment_id,
+                a.holder,
+                a.node_id,
+                _when(a.period_end),
+                _enum(supervision_pb2.ReviewState, a.state, "REVIEW_STATE_"),
+                a.reviewed_by.spiffe_id.rsplit("/", 1)[-1] or "-",
+            )
+            for a in listed.assessments
+        ]
+        return _as_dict(listed), table(
+            ("ASSESSMENT", "HOLDER", "NODE", "PERIOD END", "STATE", "REVIEWED BY"), rows
+        )
+    if command == "risk":
+        reviewed = await stub.ReviewRiskAssessment(
+            supervision_pb2.ReviewRiskAssessmentRequest(
+                assessment_id=args.assessment_id, accept=args.accept, reason=args.reason
+            ),
+            timeout=DEADLINE,
+        )
+        state = _enum(supervision_pb2.ReviewState, reviewed.assessment.state, "REVIEW_STATE_")
+        return _as_dict(reviewed), (
+            f"risk assessment {args.assessment_id} {state}; decision "
+            f"{_bundle_text(reviewed.decision)}"
+        )
+    if command == "permit":
+        return await _permit(args, stub)
+    if command == "member":
+        if args.member_command == "freeze":
+            frozen = await stub.FreezeMember(
+                supervision_pb2.FreezeMemberRequest(
+                    credit_code=args.credit_code, reason=args.reason
+                ),
+                timeout=DEADLINE,
+            )
+            return _as_dict(
+                frozen
+            ), f"member {args.credit_code} frozen; {_bundle_text(frozen.statement)}"
+        lifted = await stub.UnfreezeMember(
+            supervision_pb2.UnfreezeMemberRequest(credit_code=args.credit_code, reason=args.reason),
+            timeout=DEADLINE,
+        )
+        return _as_dict(
+            lifted
+        ), f"member {args.credit_code} unfrozen; {_bundle_text(lifted.statement)}"
+    if command == "export":
+        checked = await stub.CheckExport(
+            supervision_pb2.CheckExportRequest(
+                exporter=args.exporter,
+                destination=args.destination,
+                dataset_ids=args.dataset,
+                individuals=args.individuals,
+                sensitive_individuals=args.sensitive,
+            ),
+            timeout=DEADLINE,
+        )
+        mechanism = _enum(supervision_pb2.ExportMechanism, checked.mechanism, "EXPORT_MECHANISM_")
+        return _as_dict(checked), (
+            f"mechanism: {mechanism}\nexported this year: {checked.exported_individuals:,} "
+            f"individuals, {checked.exported_sensitive_individuals:,} sensitive\n"
+            f"{checked.explanation}"
+        )
+    if command == "stats":
+        statistics = await stub.GetStatistics(
+            supervision_pb2.GetStatisticsRequest(
+                region_prefix=args.region,
+                category_prefix=args.category,
+                grade=_GRADES.get(args.grade or "", common_pb2.GRADE_UNSPECIFIED),
+                from_month=args.from_month,
+                to_month=args.to_month,
+            ),
+            timeout=DEADLINE,
+        )
+        rows = [
+            (
+                r.month,
+                r.region_code,
+                r.category,
+                _enum(common_pb2.Grade, r.grade, "GRADE_"),
+                r.trades,
+                f"{r.value.fen / 100:,.2f}",
+                r.exports,
+            )
+            for r in statistics.rows
+        ]
+        return _as_dict(statistics), table(
+            ("MONTH", "REGION", "CATEGORY", "GRADE", "TRADES", "VALUE (CNY)", "EXPORTS"), rows
+        )
+    if command == "price-index":
+        index = await stub.GetPriceIndex(
+            supervision_pb2.GetPriceIndexRequest(category_prefix=args.category),
+            timeout=DEADLINE,
+        )
+        rows = [
+            (p.category, p.month, p.trades, f"{p.median_price.fen / 100:,.2f}", f"{p.index:.1f}")
+            for p in index.points
+        ]
+        return _as_dict(index), table(
+            ("CATEGORY", "MONTH", "TRADES", "MEDIAN (CNY)", "INDEX"), rows
+        )
+    listed_actions = await stub.ListSupervisoryActions(
+        supervision_pb2.ListSupervisoryActionsRequest(
+            region_prefix=args.region, after_log_index=args.after, page_size=args.limit
+        ),
+        timeout=DEADLINE,
+    )
+    rows = [
+        (a.log_index, _when(a.taken_at), a.action, a.subject, a.actor.spiffe_id)
+        for a in listed_actions.actions
+    ]
+    return _as_dict(listed_actions), table(("LOG", "WHEN", "ACTION", "SUBJECT", "ACTOR"), rows)
+
+
+async def _permit(
+    args: argparse.Namespace, stub: supervision_grpc.SupervisionServiceAsyncStub
+) -> tuple[dict[str, Any], str]:
+    if args.permit_command == "apply":
+        applied = await stub.ApplyExportPermit(
+            supervision_pb2.ApplyExportPermitRequest(
+                idempotency_key=args.key,
+                application=supervision_pb2.ExportPermit(
+                    exporter=args.exporter,
+                    destination=args.destination,
+                    purpose=args.purpose,
+                    recipient=args.recipient,
+                    dataset_ids=args.dataset,
+                    categories=args.category,
+                ),
+            ),
+            timeout=DEADLINE,
+        )
+        return _as_dict(
+            applied
+        ), f"export permit application {applied.application.permit_id} pending"
+    if args.permit_command == "review":
+        reviewed = await stub.ReviewExportPermit(
+            supervision_pb2.ReviewExportPermitRequest(
+                permit_id=args.permit_id, approve=args.approve, reason=args.reason
+            ),
+            timeout=DEADLINE,
+        )
+        state = _enum(supervision_pb2.ReviewState, reviewed.state, "REVIEW_STATE_")
+        logged = f"; {_bundle_text(reviewed.permit)}" if reviewed.HasField("permit") else ""
+        return _as_dict(reviewed), f"export permit {args.permit_id} {state}{logged}"
+    if args.permit_command == "revoke":
+        revoked = await stub.RevokeExportPermit(
+            supervision_pb2.RevokeExportPermitRequest(permit_id=args.permit_id, reason=args.reason),
+            timeout=DEADLINE,
+        )
+        return _as_dict(
+            revoked
+        ), f"export permit {args.permit_id} revoked; {_bundle_text(revoked.statement)}"
+    got = await stub.GetExportPermit(
+        supervision_pb2.GetExportPermitRequest(permit_id=args.permit_id), timeout=DEADLINE
+    )
+    state = _enum(supervision_pb2.ReviewState, got.state, "REVIEW_STATE_")
+    logged = f"; {_bundle_text(got.permit)}" if got.HasField("permit") else " (not logged yet)"
+    return _as_dict(got), f"export permit {args.permit_id}: {state}{logged}"
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    document, text = asyncio.run(_call(args))
+    _emit(args, document, text)
+    return 0
+
+
+def _ftz(args: argparse.Namespace) -> int:
+    """Write a zone's negative list straight into the database (the registry may run)."""
+    zone = args.zone
+    if not (zone.isdigit() and 1 <= len(zone) <= 6):
+        raise ProvexError(f"zone must be a region-code prefix of 1 to 6 digits, not {zone!r}")
+    categories = sorted(set(getattr(args, "categories", [])))
+
+    async def write() -> None:
+        db = await Database.open(StateLayout(args.state).database, migrations=MIGRATIONS)
+        try:
+
+            def replace(conn: Any) -> None:
+                conn.execute("DELETE FROM ftz_negative_lists WHERE zone_prefix = ?", (zone,))
+                if args.ftz_command == "set":
+                    # The '' row says the zone has a list, even an empty one.
+                    conn.executemany(
+                        "INSERT INTO ftz_negative_lists (zone_prefix, category) VALUES (?, ?)",
+                        [(zone, c) for c in ["", *categories]],
+                    )
+
+            await db.transaction(replace)
+        finally:
+            await db.close()
+
+    asyncio.run(write())
+    listed = ", ".join(categories) or "(nothing: everything but core data is exempt)"
+    text = (
+        f"zone {zone}: negative list {listed}"
+        if args.ftz_command == "set"
+        else f"zone {zone}: no negative list"
+    )
+    _emit(args, {"zone": zone, "categories": categories, "listed": args.ftz_command == "set"}, text)
+    return 0

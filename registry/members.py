@@ -20,7 +20,7 @@ from provex import ids
 from provex.errors import InvalidArgument, NotFound, PermissionDenied
 from provex.members import check_credit_code, normalize_member
 from provex.v1 import common_pb2, registry_pb2
-from registry.authz import Caller, Role
+from registry.authz import Caller, Role, require_in_scope, scope_prefix
 from registry.db import Database
 from registry.enrollment import check_region_prefix
 
@@ -142,6 +142,7 @@ class MemberBook:
             raise PermissionDenied(
                 f"member {code} belongs to another node; node {caller.name} sees only its own"
             )
+        require_in_scope(caller, member.region_code, f"member {code}")
         return member
 
     async def list(
@@ -155,6 +156,7 @@ class MemberBook:
                 )
             node_id = caller.name
         check_region_prefix(region_prefix)
+        region_prefix = scope_prefix(caller, region_prefix, "ListMembers")
         if page_size > MAX_PAGE_SIZE:
             raise InvalidArgument(f"page_size {page_size} is above the maximum {MAX_PAGE_SIZE}")
         size = page_size or DEFAULT_PAGE_SIZE

@@ -144,6 +144,114 @@ DOMAIN_MIGRATIONS: tuple[Migration, ...] = (
         ) WITHOUT ROWID;
         """,
     ),
+    Migration(
+        6,
+        "provincial supervisors, risk assessments, export permits, filings, trades",
+        """
+        -- Admin identities gain the 'supervisor' role, scoped to a region-code prefix
+        -- (e.g. '44' for Guangdong); admins and auditors have region ''.
+        CREATE TABLE admins_v6 (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL CHECK (role IN ('admin', 'auditor', 'supervisor')),
+            region TEXT NOT NULL DEFAULT '',
+            certificate_fingerprint TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            CHECK ((role = 'supervisor') = (region != ''))
+        );
+        INSERT INTO admins_v6 (name, role, region, certificate_fingerprint, created_at)
+            SELECT name, role, '', certificate_fingerprint, created_at FROM admins;
+        DROP TABLE admins;
+        ALTER TABLE admins_v6 RENAME TO admins;
+        -- Annual risk-assessment reports filed by nodes for their members
+        -- (assessment: serialized provex.v1.RiskAssessment, kept current with its review).
+        -- state: 'pending', 'accepted' or 'rejected'.
+        CREATE TABLE risk_assessments (
+            assessment_id TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            region_code TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            request_sha256 BLOB NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('pending', 'accepted', 'rejected')),
+            -- When an accepted report stops being current (ISO 8601 UTC); NULL otherwise.
+            valid_until TEXT,
+            decision_log_index INTEGER REFERENCES log_entries(idx),
+            assessment BLOB NOT NULL,
+            UNIQUE (node_id, idempotency_key)
+        );
+        CREATE INDEX risk_assessments_by_holder ON risk_assessments (holder, state);
+        -- Export permit applications and their outcome (application: serialized
+        -- provex.v1.ExportPermit as applied for). state: 'pending', 'accepted', 'rejected',
+        -- 'revoked'. envelope, log_index: the latest logged ExportPermit statement.
+        CREATE TABLE export_permits (
+            permit_id TEXT PRIMARY KEY,
+            exporter TEXT NOT NULL,
+            region_code TEXT NOT NULL,
+            applicant TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            request_sha256 BLOB NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('pending', 'accepted', 'rejected', 'revoked')),
+            application BLOB NOT NULL,
+            envelope BLOB,
+            log_index INTEGER REFERENCES log_entries(idx),
+            UNIQUE (applicant, idempotency_key)
+        );
+        CREATE INDEX export_permits_by_exporter ON export_permits (exporter, state);
+        -- Filed standard contracts (filing: serialized provex.v1.StandardContractFiling).
+        CREATE TABLE standard_contracts (
+            filing_id TEXT PRIMARY KEY,
+            exporter TEXT NOT NULL,
+            region_code TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            filed_at TEXT NOT NULL,
+            filing BLOB NOT NULL
+        );
+        CREATE INDEX standard_contracts_by_exporter ON standard_contracts (exporter);
+        -- Reported trades, one per contract id, with what statistics and customs count.
+        CREATE TABLE trades (
+            contract_id TEXT PRIMARY KEY,
+            log_index INTEGER NOT NULL REFERENCES log_entries(idx),
+            envelope BLOB NOT NULL,
+            contract_sha256 BLOB NOT NULL,
+            dataset_id TEXT NOT NULL,
+            seller TEXT NOT NULL,
+            buyer TEXT NOT NULL,
+            region_code TEXT NOT NULL,
+            category TEXT NOT NULL,
+            grade INTEGER NOT NULL,
+            price_fen INTEGER NOT NULL,
+            -- Asia/Shanghai calendar month ("YYYY-MM") and year of the trade.
+            month TEXT NOT NULL,
+            year INTEGER NOT NULL,
+            finalized_at TEXT NOT NULL,
+            is_export INTEGER NOT NULL,
+            exporter TEXT NOT NULL,
+            individuals INTEGER NOT NULL,
+            sensitive INTEGER NOT NULL
+        );
+        CREATE INDEX trades_by_exporter_year ON trades (exporter, year);
+        CREATE INDEX trades_by_month ON trades (month);
+        -- Logged supervisory decisions that are not status statements (risk reviews,
+        -- permit approvals, rejections, revocations): what, on what, by whom, where.
+        CREATE TABLE supervisory_actions (
+            log_index INTEGER PRIMARY KEY REFERENCES log_entries(idx),
+            action TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            region_code TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            taken_at TEXT NOT NULL,
+            -- The reason given (ExportPermit statements carry none of their own).
+            reason TEXT NOT NULL
+        );
+        -- Free-trade-zone negative lists: exporters whose region code starts with
+        -- zone_prefix are exempt for categories not listed (provex.customs).
+        CREATE TABLE ftz_negative_lists (
+            zone_prefix TEXT NOT NULL,
+            category TEXT NOT NULL,
+            PRIMARY KEY (zone_prefix, category)
+        ) WITHOUT ROWID;
+        """,
+    ),
 )
 
 MIGRATIONS: tuple[Migration, ...] = LOG_MIGRATIONS + DOMAIN_MIGRATIONS

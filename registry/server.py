@@ -16,6 +16,7 @@ the sequencer (every queued append is committed and answered) and exits 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 import grpc
 
 from provex import pki
-from provex.identity import TlsMaterial
+from provex.identity import SpiffeId, TlsMaterial
 from provex.rpc import (
     CallerCheckInterceptor,
     ErrorInterceptor,
@@ -33,7 +34,7 @@ from provex.rpc import (
     remove_endpoints,
     write_endpoints,
 )
-from provex.v1 import registry_pb2, registry_pb2_grpc
+from provex.v1 import registry_pb2, registry_pb2_grpc, supervision_pb2, supervision_pb2_grpc
 from registry.catalog import CatalogBook
 from registry.config import RegistryConfig
 from registry.db import Database
@@ -47,7 +48,9 @@ from registry.services.common import Authorizer
 from registry.services.enrollment import DirectoryService, EnrollmentService
 from registry.services.members import MemberService
 from registry.services.reads import CatalogService, LogService, TrustService
+from registry.services.supervision import SupervisionService
 from registry.state import RegistryKeys, StateLayout, load_keys
+from registry.supervision import Supervision
 from registry.transparency import LogReader, Sequencer
 from registry.witnesses import WitnessBook
 
@@ -74,6 +77,8 @@ class RunningRegistry:
     writer: Database
     reader: Database
     endpoints: dict[str, Any]
+    # The periodic risk-assessment lapse check (registry.supervision).
+    lapse_task: asyncio.Task[None] | None = None
 
 
 def _server(config: RegistryConfig, authorizer: Authorizer) -> grpc.aio.Server:
@@ -106,6 +111,7 @@ class Parts:
     authorizer: Authorizer
     # One for both ports: it allocates the dataset serials.
     issuance: Issuance
+    supervision: Supervision
 
 
 def _add_services(server: grpc.aio.Server, parts: Parts) -> None:
@@ -142,6 +148,11 @@ def _add_services(server: grpc.aio.Server, parts: Parts) -> None:
         server,
     )
     names = [registry_pb2.DESCRIPTOR.services_by_name[name].full_name for name in SERVICES]
+    # Supervision is for nodes and admins; on the public port it answers UNAUTHENTICATED.
+    supervision_pb2_grpc.add_SupervisionServiceServicer_to_server(
+        SupervisionService(parts.supervision, parts.authorizer), server
+    )
+    names.append(supervision_pb2.DESCRIPTOR.services_by_name["SupervisionService"].full_name)
     add_health_and_reflection(server, names)
 
 
@@ -163,8 +174,21 @@ async def start(state_dir: Path, config: RegistryConfig) -> RunningRegistry:
     publisher = Publisher(sequencer, log_reader, keys.issuer)
     authorizer = Authorizer(reader, config.trust_domain)
     issuance = Issuance(reader, publisher, log_reader)
+    supervision = Supervision(
+        writer, reader, publisher, issuance, str(SpiffeId.registry(config.trust_domain))
+    )
+    await supervision.check_lapses()  # At start-up, then periodically (lapse_task).
     parts = Parts(
-        config, keys, writer, reader, sequencer, log_reader, publisher, authorizer, issuance
+        config,
+        keys,
+        writer,
+        reader,
+        sequencer,
+        log_reader,
+        publisher,
+        authorizer,
+        issuance,
+        supervision,
     )
     ca_pem = pki.cert_to_pem(keys.ca_cert)
     material = TlsMaterial(
@@ -193,6 +217,7 @@ async def start(state_dir: Path, config: RegistryConfig) -> RunningRegistry:
         "trust_domain": config.trust_domain,
     }
     running = RunningRegistry((public, federation), sequencer, issuance, writer, reader, endpoints)
+    running.lapse_task = asyncio.create_task(supervision.run_lapse_checks())
     write_endpoints(state_dir, endpoints)
     return running
 
@@ -200,6 +225,10 @@ async def start(state_dir: Path, config: RegistryConfig) -> RunningRegistry:
 async def stop(state_dir: Path, running: RunningRegistry, grace: float) -> None:
     """Drain calls, commit the sequencer's queue, close storage, remove endpoints.json."""
     remove_endpoints(state_dir)
+    if running.lapse_task is not None:
+        running.lapse_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running.lapse_task
     running.issuance.close_watches()  # Following streams end instead of holding the drain.
     await asyncio.gather(*(server.stop(grace) for server in running.servers))
     await running.sequencer.stop()

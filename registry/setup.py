@@ -73,11 +73,28 @@ class AdminFiles:
 
 
 async def add_admin(
-    state_dir: Path, config: RegistryConfig, name: str, role: Role, now: datetime
+    state_dir: Path,
+    config: RegistryConfig,
+    name: str,
+    role: Role,
+    now: datetime,
+    *,
+    region: str = "",
 ) -> AdminFiles:
-    """Issue a client certificate ``spiffe://<td>/admin/<name>`` and record its role."""
-    if role not in (Role.ADMIN, Role.AUDITOR):
-        raise InvalidArgument(f"role must be admin or auditor, not {role.value}")
+    """Issue a client certificate ``spiffe://<td>/admin/<name>`` and record its role.
+
+    A supervisor is scoped to ``region``, a region-code prefix (e.g. "44");
+    admins and auditors take none.
+    """
+    if role not in (Role.ADMIN, Role.AUDITOR, Role.SUPERVISOR):
+        raise InvalidArgument(f"role must be admin, auditor or supervisor, not {role.value}")
+    if (role is Role.SUPERVISOR) != bool(region):
+        raise InvalidArgument(
+            "--region is required for a supervisor (a region-code prefix such as 44) "
+            "and only for a supervisor"
+        )
+    if region and not (region.isdigit() and 1 <= len(region) <= 6):
+        raise InvalidArgument(f"region must be 1 to 6 digits of a GB/T 2260 code, not {region!r}")
     spiffe_id = SpiffeId.admin(config.trust_domain, name)
     layout = StateLayout(state_dir)
     folder = layout.admins / name
@@ -99,9 +116,15 @@ async def add_admin(
         def insert(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    "INSERT INTO admins(name, role, certificate_fingerprint, created_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (name, role.value, pki.certificate_fingerprint(certificate), now.isoformat()),
+                    "INSERT INTO admins(name, role, region, certificate_fingerprint, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (
+                        name,
+                        role.value,
+                        region,
+                        pki.certificate_fingerprint(certificate),
+                        now.isoformat(),
+                    ),
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"admin {name!r} exists already") from None

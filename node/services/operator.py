@@ -5,7 +5,7 @@ handshake already refused everyone else (peers hold federation
 certificates, which this port does not trust). Each RPC still reads the
 caller's SPIFFE id and requires the operator trust domain, so a port
 misconfigured to trust another CA does not open the operator API.
-Trading RPCs arrive with the market issue and answer UNIMPLEMENTED until then.
+Contract RPCs call :mod:`node.trading` (through the instance).
 """
 
 from __future__ import annotations
@@ -34,13 +34,6 @@ class OperatorService(node_pb2_grpc.OperatorServiceServicer):
         caller = peer_identity(context, self._trust_domain)
         if caller is None or caller.kind is not PeerKind.ADMIN:
             raise Unauthenticated("the operator API needs this node's operator certificate")
-
-    async def _not_offered(self, context: Context, rpc: str) -> Any:
-        self._require_operator(context)
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            f"{rpc} belongs to trading and delivery, which this node does not offer yet",
-        )
 
     async def AddMember(
         self, request: node_pb2.AddMemberRequest, context: Context
@@ -160,23 +153,62 @@ class OperatorService(node_pb2_grpc.OperatorServiceServicer):
         self._require_operator(context)
         return await self._node.node_status()
 
-    async def RequestContract(self, request: Any, context: Context) -> Any:
-        return await self._not_offered(context, "RequestContract")
+    async def RequestContract(
+        self, request: node_pb2.RequestContractRequest, context: Context
+    ) -> node_pb2.RequestContractResponse:
+        self._require_operator(context)
+        contract = await self._node.contracts().request(request)
+        return node_pb2.RequestContractResponse(contract=contract)
 
-    async def DecideContract(self, request: Any, context: Context) -> Any:
-        return await self._not_offered(context, "DecideContract")
+    async def DecideContract(
+        self, request: node_pb2.DecideContractRequest, context: Context
+    ) -> node_pb2.DecideContractResponse:
+        self._require_operator(context)
+        if not request.agree and not request.reason.strip():
+            raise InvalidArgument("reason is required to refuse or terminate a contract")
+        contract = await self._node.contracts().decide(
+            request.contract_id, request.agree, request.reason
+        )
+        return node_pb2.DecideContractResponse(contract=contract)
 
-    async def GetContract(self, request: Any, context: Context) -> Any:
-        return await self._not_offered(context, "GetContract")
+    async def GetContract(
+        self, request: node_pb2.GetContractRequest, context: Context
+    ) -> node_pb2.GetContractResponse:
+        self._require_operator(context)
+        return node_pb2.GetContractResponse(
+            contract=await self._node.contracts().get(request.contract_id)
+        )
 
-    async def ListContracts(self, request: Any, context: Context) -> Any:
-        return await self._not_offered(context, "ListContracts")
+    async def ListContracts(
+        self, request: node_pb2.ListContractsRequest, context: Context
+    ) -> node_pb2.ListContractsResponse:
+        self._require_operator(context)
+        found, token = await self._node.contracts().list(
+            request.state, request.page_size, request.page_token
+        )
+        return node_pb2.ListContractsResponse(contracts=found, next_page_token=token)
 
-    async def StartDelivery(self, request: Any, context: Context) -> Any:
-        return await self._not_offered(context, "StartDelivery")
+    async def StartDelivery(
+        self, request: node_pb2.StartDeliveryRequest, context: Context
+    ) -> node_pb2.StartDeliveryResponse:
+        self._require_operator(context)
+        progress = await self._node.start_delivery(request.contract_id)
+        return node_pb2.StartDeliveryResponse(progress=progress)
 
-    async def GetDeliveryProgress(self, request: Any, context: Context) -> Any:
-        return await self._not_offered(context, "GetDeliveryProgress")
+    async def GetDeliveryProgress(
+        self, request: node_pb2.GetDeliveryProgressRequest, context: Context
+    ) -> node_pb2.GetDeliveryProgressResponse:
+        self._require_operator(context)
+        progress = await self._node.delivery_progress(request.contract_id)
+        return node_pb2.GetDeliveryProgressResponse(progress=progress)
 
-    async def SubmitRiskAssessment(self, request: Any, context: Context) -> Any:
-        return await self._not_offered(context, "SubmitRiskAssessment")
+    async def SubmitRiskAssessment(
+        self, request: node_pb2.SubmitRiskAssessmentRequest, context: Context
+    ) -> node_pb2.SubmitRiskAssessmentResponse:
+        self._require_operator(context)
+        if not request.HasField("assessment"):
+            raise InvalidArgument("assessment is required")
+        assessment, item = await self._node.contracts().submit_assessment(
+            request.idempotency_key, request.assessment
+        )
+        return node_pb2.SubmitRiskAssessmentResponse(assessment=assessment, report=item)

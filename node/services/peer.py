@@ -2,8 +2,8 @@
 
 The caller is the node named by its certificate's SPIFFE id (never a request
 field), and it must be an active node of the registry's directory as this
-node last saw it. Contract negotiation and delivery arrive with the market
-issue and answer UNIMPLEMENTED until then.
+node last saw it. Contract negotiation goes to :mod:`node.trading`, the
+delivery stream to :mod:`node.delivery`.
 """
 
 from __future__ import annotations
@@ -34,13 +34,6 @@ class PeerService(node_pb2_grpc.PeerServiceServicer):
             raise PermissionDenied(f"the peer API is for nodes; {caller} is not a node")
         return caller.name
 
-    async def _not_offered(self, context: Context, rpc: str) -> Any:
-        self._caller(context)
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            f"{rpc} belongs to trading and delivery, which this node does not offer yet",
-        )
-
     async def PeerSearch(
         self, request: node_pb2.PeerSearchRequest, context: Context
     ) -> node_pb2.PeerSearchResponse:
@@ -55,23 +48,52 @@ class PeerService(node_pb2_grpc.PeerServiceServicer):
         caller = self._caller(context)
         return await self._node.exchange_checkpoint(caller, request.checkpoint)
 
-    async def ProposeContract(self, request: Any, context: Context) -> Any:
-        return await self._not_offered(context, "ProposeContract")
+    async def ProposeContract(
+        self, request: node_pb2.ProposeContractRequest, context: Context
+    ) -> node_pb2.ProposeContractResponse:
+        caller = self._caller(context)
+        if not request.HasField("terms"):
+            raise InvalidArgument("terms is required")
+        contract = await self._node.contracts().proposed(caller, request.terms)
+        return node_pb2.ProposeContractResponse(contract=contract)
 
-    async def NotifyContract(self, request: Any, context: Context) -> Any:
-        return await self._not_offered(context, "NotifyContract")
+    async def NotifyContract(
+        self, request: node_pb2.NotifyContractRequest, context: Context
+    ) -> node_pb2.NotifyContractResponse:
+        caller = self._caller(context)
+        if not request.HasField("contract"):
+            raise InvalidArgument("contract is required")
+        contract = await self._node.contracts().notified(caller, request.contract)
+        return node_pb2.NotifyContractResponse(contract=contract)
 
-    async def FinalizeContract(self, request: Any, context: Context) -> Any:
-        return await self._not_offered(context, "FinalizeContract")
+    async def FinalizeContract(
+        self, request: node_pb2.FinalizeContractRequest, context: Context
+    ) -> node_pb2.FinalizeContractResponse:
+        caller = self._caller(context)
+        contract = await self._node.contracts().finalize(
+            caller, request.contract_id, request.envelope
+        )
+        return node_pb2.FinalizeContractResponse(contract=contract)
 
-    async def TerminateContract(self, request: Any, context: Context) -> Any:
-        return await self._not_offered(context, "TerminateContract")
+    async def TerminateContract(
+        self, request: node_pb2.TerminateContractRequest, context: Context
+    ) -> node_pb2.TerminateContractResponse:
+        caller = self._caller(context)
+        contract = await self._node.contracts().peer_terminated(
+            caller, request.contract_id, request.reason
+        )
+        return node_pb2.TerminateContractResponse(contract=contract)
 
-    async def GetPeerContract(self, request: Any, context: Context) -> Any:
-        return await self._not_offered(context, "GetPeerContract")
+    async def GetPeerContract(
+        self, request: node_pb2.GetPeerContractRequest, context: Context
+    ) -> node_pb2.GetPeerContractResponse:
+        caller = self._caller(context)
+        contract = await self._node.contracts().peer_get(caller, request.contract_id)
+        return node_pb2.GetPeerContractResponse(contract=contract)
 
     async def Deliver(
         self, request: node_pb2.DeliverRequest, context: Context
     ) -> AsyncIterator[node_pb2.DeliverResponse]:
-        await self._not_offered(context, "Deliver")  # Aborts: nothing is yielded.
-        yield node_pb2.DeliverResponse()
+        caller = self._caller(context)
+        async for response in self._node.deliver(caller, request):
+            yield response

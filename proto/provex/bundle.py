@@ -14,6 +14,12 @@ is against. Anyone holding the trust root checks, with no network:
 Every failure raises :class:`provex.errors.VerificationError`. Callers that
 keep a checkpoint of their own additionally check consistency between the
 two (``provex.merkle.verify_consistency``).
+
+Many bundles share one checkpoint note (every bundle fetched at one tree
+size), so step 1 is answered from :mod:`provex.checkpoint`'s memory of notes
+already verified against the same log key and origin (keyed on the exact
+note text); steps 2 to 5 run for every bundle. The trust root's keys are
+loaded once per :class:`~provex.trust.TrustRoot`.
 """
 
 from __future__ import annotations
@@ -46,39 +52,32 @@ def verify_bundle(
     bundle: common_pb2.Bundle, trust_root: TrustRoot, message_class: type[DocumentT]
 ) -> VerifiedBundle[DocumentT]:
     """Verify ``bundle`` against ``trust_root``; return its decoded document."""
-    if not bundle.envelope:
+    entry, note, log_index = bundle.envelope, bundle.checkpoint, bundle.log_index
+    if not entry:
         raise VerificationError("bundle has no envelope")
-    if not bundle.checkpoint:
+    if not note:
         raise VerificationError("bundle has no checkpoint")
     checkpoint = notes.verify_checkpoint(
-        bundle.checkpoint, trust_root.log_verifier, origin=trust_root.log_origin
+        note, trust_root.log_verifier, origin=trust_root.log_origin
     )
-    if bundle.log_index >= checkpoint.size:
+    if log_index >= checkpoint.size:
         raise VerificationError(
-            f"log index {bundle.log_index} is outside the checkpoint's tree of size "
-            f"{checkpoint.size}"
+            f"log index {log_index} is outside the checkpoint's tree of size {checkpoint.size}"
         )
     merkle.verify_inclusion(
-        merkle.leaf_hash(bundle.envelope),
-        bundle.log_index,
+        merkle.leaf_hash(entry),
+        log_index,
         checkpoint.size,
         list(bundle.inclusion_proof),
         checkpoint.root_hash,
     )
-    envelope = dsse.Envelope.from_json(bundle.envelope)
+    envelope = dsse.Envelope.from_json(entry)
     if message_class is trust_pb2.TrustRoot:
         keys, threshold = trust_root.root_public_keys, trust_root.root_threshold
     else:
-        keys, threshold = {dsse.key_id(trust_root.issuer_key): trust_root.issuer_public_key}, 1
+        keys, threshold = trust_root.issuer_keys, 1
     document = documents.open_document(envelope, message_class, keys, threshold)
-    return VerifiedBundle(
-        document=document,
-        envelope=envelope,
-        entry=bundle.envelope,
-        log_index=bundle.log_index,
-        checkpoint=checkpoint,
-        checkpoint_note=bundle.checkpoint,
-    )
+    return VerifiedBundle(document, envelope, entry, log_index, checkpoint, note)
 
 
 def verify_certificate(

@@ -18,12 +18,22 @@ same bytes. Every parse or verification failure of untrusted input (a note, a
 checkpoint, a key string) raises :class:`~provex.errors.VerificationError`;
 constructing objects from bad Python values, and bad verification settings,
 raise :class:`ValueError` (those are bugs, not attacks).
+
+Verification is a pure function of the note's exact text and of the keys,
+origin and witness quorum it is checked against, and the same checkpoint
+note is checked again and again (every bundle of a tree size carries it,
+every peer shows it on every federated search). So :func:`open_checkpoint`
+remembers its last :data:`VERIFIED_CACHE_SIZE` successes, keyed on exactly
+those inputs (the whole note string or bytes, compared for equality, never
+a digest of it); a note that differs in any byte, or a different key or
+quorum, is verified afresh. Failures are never remembered.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 import time
@@ -62,6 +72,9 @@ _PRIVATE_KEY_PREFIX = "PRIVATE+KEY+"
 _CONTROL = re.compile("[\x00-\x09\x0b-\x1f]")  # ASCII controls other than newline
 _DECIMAL = re.compile("0|[1-9][0-9]{0,19}")
 _HEX8 = re.compile("[0-9a-f]{8}")
+
+VERIFIED_CACHE_SIZE = 1024
+"""Verified checkpoint notes :func:`open_checkpoint` remembers (least recently used go first)."""
 
 
 # --- keys -------------------------------------------------------------------------------------
@@ -624,6 +637,23 @@ def open_checkpoint(
     number of witnesses, witnesses sharing a key or using the log's key).
     """
     _check_witnesses(log_verifier, witnesses, witness_threshold)
+    return _open_remembered(note, log_verifier, origin, tuple(witnesses), witness_threshold)
+
+
+@functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)
+def _open_remembered(
+    note: str | bytes,
+    log_verifier: NoteVerifier,
+    origin: str,
+    witnesses: tuple[CosignatureVerifier, ...],
+    witness_threshold: int,
+) -> VerifiedCheckpoint:
+    """:func:`open_checkpoint` without the settings check; successes are remembered.
+
+    The key is every argument: the exact note, and the verifiers by value
+    (name and public key), so nothing but an identical check is answered
+    from memory. lru_cache is thread-safe and does not keep exceptions.
+    """
     signed = SignedNote.parse(note)
     valid = signed.verify([log_verifier, *witnesses])
     log_key = (log_verifier.name, log_verifier.key_hash)
@@ -649,6 +679,16 @@ def open_checkpoint(
             f"{witness_threshold} required"
         )
     return result
+
+
+def forget_verified() -> None:
+    """Empty the memory of verified checkpoint notes (for tests and benchmarks)."""
+    _open_remembered.cache_clear()
+
+
+def verified_memory() -> functools._CacheInfo:
+    """Hits, misses, size and capacity of the memory of verified checkpoint notes."""
+    return _open_remembered.cache_info()
 
 
 def verify_checkpoint(

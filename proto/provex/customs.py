@@ -17,15 +17,25 @@ The rules (DESIGN.md section 7, "Cross-border"), each named in the reasons:
   checked: any well-formed pair is a country.
 * ``core-data-forbidden``: core data never leaves the mainland, whatever
   permit the exporter holds and whatever its free-trade zone lists.
+* ``catalog-forbidden`` and ``catalog-assessment`` (DESIGN.md section 3):
+  every catalog entry has a cross-border rule. The caller passes each of
+  the dataset's categories with its *effective* rule in the catalog version
+  in force (:func:`cross_border_rules`: the strictest of the entry's own rule
+  and its ancestors'). A FORBIDDEN category refuses the export whatever
+  permit the exporter holds and whatever its free-trade zone lists; an
+  ASSESSMENT_REQUIRED category needs an export permit exactly as important
+  data does; ALLOWED leaves the decision to the other rules.
 * ``ftz-negative-list``: where the exporter's free-trade zone has a negative
   list (a set of category codes; a listed code covers itself and every
   dotted descendant: ``health`` covers ``health.medical.x``, not
   ``healthcare``) and *none* of the dataset's categories is on it, the
-  export is exempt from the important-data and personal-information rules.
-  If *any* category is on the list, every rule applies to the whole dataset.
-  An empty list (the zone has a list, nothing on it) exempts everything but
-  core data; ``None`` means the zone has no list.
-* ``important-data-permit``: important data needs a registry-issued export
+  export is exempt from the important-data, catalog-assessment and
+  personal-information rules. If *any* category is on the list, every rule
+  applies to the whole dataset. An empty list (the zone has a list, nothing
+  on it) exempts everything but core data and FORBIDDEN categories; ``None``
+  means the zone has no list.
+* ``important-data-permit``: important data (and, by ``catalog-assessment``,
+  data of an ASSESSMENT_REQUIRED category) needs a registry-issued export
   permit (:class:`ExportPermit`, a security assessment) covering the dataset
   or one of its categories, for the buyer's country (and recipient, if the
   permit names one), valid at the export date (``issued_at <= date <
@@ -58,6 +68,18 @@ Readings where the rule text leaves room, chosen here:
 * A permit naming categories covers a dataset when any of the dataset's
   categories is one of them or a dotted descendant of one. The permit's
   purpose is recorded, not matched (a trade states no purpose).
+* The free-trade-zone negative list exempts from the *procedures* (the
+  security assessment and the standard contract: ``important-data-permit``,
+  ``personal-info-*`` and ``catalog-assessment``), not from a *prohibition*:
+  a FORBIDDEN category (``catalog-forbidden``), like core data, is refused
+  whether or not the zone lists it, and an empty list does not open it.
+* A category's effective rule is the strictest along its path to the root
+  (the catalog already keeps a provincial extension from loosening its
+  parent; a national entry is read the same way). A dataset with several
+  categories is refused if any one is FORBIDDEN and needs a permit if any
+  one is ASSESSMENT_REQUIRED. A category missing from the catalog version
+  in force has no rule to apply: :func:`cross_border_rules` refuses it
+  (FailedPrecondition), never reads it as ALLOWED.
 """
 
 from __future__ import annotations
@@ -71,8 +93,8 @@ from functools import cache
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
-from provex.errors import FailedPrecondition, InvalidArgument
-from provex.grading import Grade
+from provex.errors import FailedPrecondition, InvalidArgument, NotFound
+from provex.grading import Catalog, CrossBorderRule, Grade
 from provex.ids import CreditCode, DatasetId
 
 __all__ = [
@@ -81,6 +103,8 @@ __all__ = [
     "CONTRACT_INDIVIDUALS",
     "MAINLAND",
     "PERMIT_VALIDITY_YEARS",
+    "RULE_CATALOG_ASSESSMENT",
+    "RULE_CATALOG_FORBIDDEN",
     "RULE_CORE_FORBIDDEN",
     "RULE_DOCUMENTS",
     "RULE_EXPORT",
@@ -102,6 +126,7 @@ __all__ = [
     "YearlyCounter",
     "calendar_year",
     "check_export",
+    "cross_border_rules",
     "decide_export",
     "is_export",
     "normalize_country",
@@ -131,6 +156,8 @@ ASSESSMENT_SENSITIVE = 10_000
 
 RULE_EXPORT = "export"
 RULE_CORE_FORBIDDEN = "core-data-forbidden"
+RULE_CATALOG_FORBIDDEN = "catalog-forbidden"
+RULE_CATALOG_ASSESSMENT = "catalog-assessment"
 RULE_FTZ_NEGATIVE_LIST = "ftz-negative-list"
 RULE_IMPORTANT_PERMIT = "important-data-permit"
 RULE_PI_EXEMPT = "personal-info-exempt"
@@ -151,7 +178,7 @@ class Mechanism(StrEnum):
     ASSESSMENT = "assessment"
     """An export that needs a registry-issued security assessment export permit."""
     FORBIDDEN = "forbidden"
-    """An export that nothing allows (core data)."""
+    """An export that nothing allows (core data, a category the catalog forbids to export)."""
 
     @property
     def strictness(self) -> int:
@@ -590,6 +617,73 @@ ExportDocument = ExportPermit | StandardContract
 
 
 # ---------------------------------------------------------------------------
+# The catalog's cross-border rules
+# ---------------------------------------------------------------------------
+
+
+def cross_border_rules(catalog: Catalog, categories: Iterable[str]) -> dict[str, CrossBorderRule]:
+    """Each category's effective cross-border rule in ``catalog``, for :func:`decide_export`.
+
+    The effective rule is the strictest of the entry's own rule and its
+    ancestors' (``geo.mapping`` under a FORBIDDEN ``geo`` is FORBIDDEN). A
+    category this catalog version does not hold is FailedPrecondition
+    naming it and the version: customs never guesses a rule.
+    """
+    if not isinstance(catalog, Catalog):
+        raise InvalidArgument(f"catalog must be a provex.grading.Catalog, got {catalog!r}")
+    rules: dict[str, CrossBorderRule] = {}
+    for item in _sequence(categories, "categories"):
+        code = _category(item, "categories")
+        try:
+            path = (catalog.get(code), *catalog.ancestors(code))
+        except NotFound:
+            raise FailedPrecondition(
+                f"category {code} is not in catalog version {catalog.version}, the version in "
+                "force: its cross-border rule is unknown, so the dataset cannot be exported "
+                "until its certificate names current categories"
+            ) from None
+        rules[code] = max((e.cross_border for e in path), key=lambda r: r.strictness)
+    return rules
+
+
+def _rules_for(export: ExportRequest, cross_border: object) -> dict[str, CrossBorderRule]:
+    """The rules of exactly ``export``'s categories; InvalidArgument if one is missing or odd."""
+    if not isinstance(cross_border, Mapping):
+        raise InvalidArgument(
+            f"cross_border must map each category to its CrossBorderRule, got {cross_border!r}"
+        )
+    rules: dict[str, CrossBorderRule] = {}
+    for code in export.categories:
+        rule = cross_border.get(code)
+        if not isinstance(rule, CrossBorderRule):
+            raise InvalidArgument(
+                f"cross_border: category {code} of dataset {export.dataset_id} needs its "
+                f"CrossBorderRule from the catalog in force, got {rule!r}"
+            )
+        rules[code] = rule
+    return rules
+
+
+def _catalog_reasons(
+    export: ExportRequest, rules: Mapping[str, CrossBorderRule]
+) -> list[ExportReason]:
+    """``catalog-assessment`` for the ASSESSMENT_REQUIRED categories (none when all ALLOWED)."""
+    assessed = [c for c, r in rules.items() if r is CrossBorderRule.ASSESSMENT_REQUIRED]
+    if not assessed:
+        return []
+    which = "category" if len(assessed) == 1 else "categories"
+    return [
+        ExportReason(
+            RULE_CATALOG_ASSESSMENT,
+            Mechanism.ASSESSMENT,
+            f"the catalog requires a security assessment to export {which} "
+            f"{', '.join(assessed)}: it needs a registry-issued export permit for "
+            f"{export.buyer_country}",
+        )
+    ]
+
+
+# ---------------------------------------------------------------------------
 # The decision
 # ---------------------------------------------------------------------------
 
@@ -801,6 +895,7 @@ def decide_export(
     export: ExportRequest,
     counters_before: YearlyCount,
     *,
+    cross_border: Mapping[str, CrossBorderRule],
     documents: Iterable[ExportDocument] = (),
     negative_list: Iterable[str] | None = None,
 ) -> ExportDecision:
@@ -808,9 +903,13 @@ def decide_export(
 
     ``counters_before`` is the exporter's count for the calendar year of the
     export date, before this export (InvalidArgument if it is another
-    exporter's or another year's). ``documents`` are the permits and filed
-    standard contracts the exporter holds; ``negative_list`` is its
-    free-trade zone's negative list, or None if the zone has none.
+    exporter's or another year's). ``cross_border`` maps every category of
+    the dataset to its effective rule in the catalog version in force
+    (:func:`cross_border_rules`; InvalidArgument if one is missing from an
+    export; a mainland trade does not read it, so it may be empty).
+    ``documents`` are the permits and filed standard contracts the exporter
+    holds; ``negative_list`` is its free-trade zone's negative list, or None
+    if the zone has none.
     """
     if not isinstance(export, ExportRequest):
         raise InvalidArgument(f"export must be an ExportRequest, got {export!r}")
@@ -851,6 +950,7 @@ def decide_export(
             ),
         )
 
+    rules = _rules_for(export, cross_border)
     counters_after = counters_before.plus(export.individuals, export.sensitive)
     reasons = [
         ExportReason(
@@ -879,6 +979,30 @@ def decide_export(
             reasons=tuple(reasons),
         )
 
+    forbidden = [c for c, r in rules.items() if r is CrossBorderRule.FORBIDDEN]
+    if forbidden:
+        ignored = []
+        if held_documents:
+            ignored.append(f"{len(held_documents)} document(s) held")
+        if listed is not None:
+            ignored.append("the free-trade-zone negative list")
+        which = "category" if len(forbidden) == 1 else "categories"
+        detail = (
+            f"the catalog forbids exporting {which} {', '.join(forbidden)} (cross-border rule "
+            f"forbidden): dataset {export.dataset_id} never leaves the mainland"
+        )
+        if ignored:
+            detail += f" (ignoring {' and '.join(ignored)})"
+        reasons.append(ExportReason(RULE_CATALOG_FORBIDDEN, Mechanism.FORBIDDEN, detail))
+        return ExportDecision(
+            is_export=True,
+            mechanism=Mechanism.FORBIDDEN,
+            satisfied=False,
+            document=None,
+            counters_after=counters_after,
+            reasons=tuple(reasons),
+        )
+
     if listed is not None:
         on_list = {c: on_negative_list(c, listed) for c in export.categories}
         hits = [
@@ -892,8 +1016,8 @@ def decide_export(
                     RULE_FTZ_NEGATIVE_LIST,
                     Mechanism.EXEMPT,
                     f"none of the categories {', '.join(export.categories)} is on the "
-                    "exporter's free-trade-zone negative list: exempt from the important-data "
-                    "and personal-information rules",
+                    "exporter's free-trade-zone negative list: exempt from the important-data, "
+                    "catalog-assessment and personal-information rules",
                 )
             )
             return ExportDecision(
@@ -923,6 +1047,7 @@ def decide_export(
                 f"export permit for {export.buyer_country}",
             )
         )
+    reasons.extend(_catalog_reasons(export, rules))
     if export.individuals or export.sensitive:
         reasons.extend(_personal_info_reasons(counters_after))
     else:
@@ -968,12 +1093,17 @@ def check_export(
     export: ExportRequest,
     counters_before: YearlyCount,
     *,
+    cross_border: Mapping[str, CrossBorderRule],
     documents: Iterable[ExportDocument] = (),
     negative_list: Iterable[str] | None = None,
 ) -> ExportDecision:
     """:func:`decide_export`, raising FailedPrecondition (naming the rules) when refused."""
     decision = decide_export(
-        export, counters_before, documents=documents, negative_list=negative_list
+        export,
+        counters_before,
+        cross_border=cross_border,
+        documents=documents,
+        negative_list=negative_list,
     )
     if not decision.satisfied:
         because = "; ".join(str(r) for r in decision.reasons if r.rule != RULE_EXPORT)

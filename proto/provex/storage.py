@@ -62,6 +62,8 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5_000
 """How long a statement waits for another connection's lock before failing (SQLITE_BUSY)."""
+READER_CACHE_KIB = 65_536
+"""Page cache of each read-only connection (SQLite's default is 2 MiB)."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,8 @@ def open_connection(path: Path, *, readonly: bool = False) -> sqlite3.Connection
         conn.execute("PRAGMA synchronous = FULL")
         if readonly:
             conn.execute("PRAGMA query_only = ON")
+            # 64 MiB of page cache per reader: search and log reads revisit the same pages.
+            conn.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
         else:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
             if mode is None or str(mode[0]).lower() != "wal":

@@ -20,9 +20,11 @@ bytes. Every failure raises :class:`provex.errors.VerificationError`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
+from types import MappingProxyType
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -67,22 +69,32 @@ class TrustRoot:
             dsse.load_public_key(key)  # VerificationError if not 32 bytes
         _check(self.issued_at < self.expires_at, "trust root expires before it is issued")
 
-    @property
-    def root_public_keys(self) -> dict[str, Ed25519PublicKey]:
-        """Root keys by key id."""
-        return {dsse.key_id(raw): dsse.load_public_key(raw) for raw in self.root_keys}
+    # Derived keys are computed once per instance (cached_property writes the instance
+    # dict directly, which a frozen dataclass allows); they take no part in eq or hash.
 
-    @property
+    @cached_property
+    def root_public_keys(self) -> Mapping[str, Ed25519PublicKey]:
+        """Root keys by key id (read-only)."""
+        return MappingProxyType(
+            {dsse.key_id(raw): dsse.load_public_key(raw) for raw in self.root_keys}
+        )
+
+    @cached_property
     def issuer_public_key(self) -> Ed25519PublicKey:
         """The key that signs certificates, statements and permits."""
         return dsse.load_public_key(self.issuer_key)
 
-    @property
+    @cached_property
+    def issuer_keys(self) -> Mapping[str, Ed25519PublicKey]:
+        """The issuer key by its key id (read-only): what DSSE verification looks up."""
+        return MappingProxyType({dsse.key_id(self.issuer_key): self.issuer_public_key})
+
+    @cached_property
     def log_public_key(self) -> Ed25519PublicKey:
         """The key that signs log checkpoints."""
         return dsse.load_public_key(self.log_key)
 
-    @property
+    @cached_property
     def log_verifier(self) -> NoteVerifier:
         """The note key that verifies checkpoints: named after the log origin, as is usual."""
         return NoteVerifier.from_public_key(self.log_origin, self.log_public_key)

@@ -60,13 +60,13 @@ class Authorizer:
         self._node_generation += 1
         self._nodes.pop(node_id, None)
 
-    async def _admin_role(self, name: str) -> Role | None:
-        def read(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute("SELECT role FROM admins WHERE name = ?", (name,)).fetchone()
-            return None if row is None else str(row[0])
+    async def _admin_role(self, name: str) -> tuple[Role, str] | None:
+        def read(conn: sqlite3.Connection) -> tuple[str, str] | None:
+            row = conn.execute("SELECT role, region FROM admins WHERE name = ?", (name,)).fetchone()
+            return None if row is None else (str(row[0]), str(row[1]))
 
-        role = await self._db.run(read)
-        return None if role is None else Role(role)
+        found = await self._db.run(read)
+        return None if found is None else (Role(found[0]), found[1])
 
     async def _node_state(self, node_id: str) -> tuple[str, str] | None:
         cached = self._nodes.get(node_id)

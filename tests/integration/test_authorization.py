@@ -2,10 +2,9 @@
 
 One table row per RPC of ``TrustService``, ``EnrollmentService``,
 ``DirectoryService``, ``MemberService``, ``CatalogService``,
-``CertificateService`` and ``LogService`` (``SupervisionService`` comes with a
-later issue). A row builds a valid request for the RPC from the module's
-objects (node ids, member credit codes, dataset ids) and states the outcome
-expected for each identity:
+``CertificateService``, ``LogService`` and ``SupervisionService``. A row
+builds a valid request for the RPC from the module's objects (node ids, member
+credit codes, dataset ids) and states the outcome expected for each identity:
 
 - ``anonymous-public``: the public port, server-only TLS, no client certificate;
 - ``anonymous-federation``: the federation port without a client certificate
@@ -13,11 +12,15 @@ expected for each identity:
 - ``node-a``: the right node, acting for itself and its own member and dataset;
 - ``node-b``: another node, acting on node A's objects;
 - ``auditor`` and ``admin``: admin certificates of the two roles;
+- ``supervisor`` and ``supervisor-other``: provincial supervisors of Guangdong
+  (region 44, node A's province) and of Shanghai (region 31, outside it);
 - ``revoked-node``: a node revoked by an admin, acting on its own objects.
 
 Rules (the issue): anonymous callers only read public data (trust root,
 catalog, checkpoints, proofs, entries) or enroll with an invitation; nodes act
-for themselves and their members; auditors read; admins act; a revoked node is
+for themselves and their members; auditors read; admins act; supervisors read
+like auditors and act like admins on supervision, inside their province only
+(national export permits excepted); a revoked node is
 refused everywhere on the federation port. Every refusal is PERMISSION_DENIED
 or UNAUTHENTICATED with a clear message. OK means the call was authorized: it
 succeeded, or failed with one of the domain codes the row allows (never
@@ -37,6 +40,7 @@ import enum
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +50,17 @@ from google.protobuf.message import Message
 
 from provex import bundle as bundles
 from provex import checkpoint as notes
-from provex import trust
-from provex.v1 import common_pb2, registry_pb2, registry_pb2_grpc
-from tests.integration.conftest import RunningRegistry
+from provex import contracts, trust
+from provex.timestamps import to_timestamp
+from provex.v1 import (
+    common_pb2,
+    market_pb2,
+    registry_pb2,
+    registry_pb2_grpc,
+    supervision_pb2,
+    supervision_pb2_grpc,
+)
+from tests.integration.conftest import RunningRegistry, run_cli
 from tests.integration.test_certificates import description, registration
 from tests.integration.test_enrollment import (
     Node,
@@ -70,7 +82,19 @@ NODE_B = "node-b"
 AUDITOR = "auditor"
 ADMIN = "admin"
 REVOKED = "revoked-node"
-IDENTITIES = (ANONYMOUS_PUBLIC, ANONYMOUS_FEDERATION, NODE_A, NODE_B, AUDITOR, ADMIN, REVOKED)
+SUPERVISOR = "supervisor"
+SUPERVISOR_OTHER = "supervisor-other"
+IDENTITIES = (
+    ANONYMOUS_PUBLIC,
+    ANONYMOUS_FEDERATION,
+    NODE_A,
+    NODE_B,
+    AUDITOR,
+    ADMIN,
+    SUPERVISOR,
+    SUPERVISOR_OTHER,
+    REVOKED,
+)
 
 OK = grpc.StatusCode.OK
 DENIED = grpc.StatusCode.PERMISSION_DENIED
@@ -90,6 +114,7 @@ SERVICES = (
     "CertificateService",
     "LogService",
 )
+SUPERVISION = "SupervisionService"
 
 
 # ---------------------------------------------------------------- the objects acted on
@@ -178,6 +203,12 @@ async def world(
     a = await make_objects(registry, state, root, "az-a", "440100")
     b = await make_objects(registry, state, root, "az-b", "310000")
     revoked = await make_objects(registry, state, root, "az-r", "440300")
+    supervisors = {SUPERVISOR: (unique("az-gd"), "44"), SUPERVISOR_OTHER: (unique("az-sh"), "31")}
+    for name, region in supervisors.values():
+        added = run_cli(
+            "admin", "add", name, "--role", "supervisor", "--region", region, "--state", state
+        )
+        assert added.returncode == 0, added.stderr
     async with admin_channel(registry, state) as channel:
         await registry_pb2_grpc.EnrollmentServiceStub(channel).RevokeNode(
             registry_pb2.RevokeNodeRequest(node_id=revoked.node.node_id, reason="key leaked"),
@@ -191,6 +222,8 @@ async def world(
         NODE_B: b.node.channel(registry),
         AUDITOR: admin_channel(registry, state, "audrey"),
         ADMIN: admin_channel(registry, state, "alice"),
+        SUPERVISOR: admin_channel(registry, state, supervisors[SUPERVISOR][0]),
+        SUPERVISOR_OTHER: admin_channel(registry, state, supervisors[SUPERVISOR_OTHER][0]),
         REVOKED: revoked.node.channel(registry),
     }
     try:
@@ -221,8 +254,14 @@ def outcomes(
     admin: grpc.StatusCode,
     *,
     revoked: grpc.StatusCode = DENIED,
+    supervisor: grpc.StatusCode | None = None,
+    supervisor_other: grpc.StatusCode | None = None,
 ) -> Expected:
-    """One row's expectations; the federation port without a certificate never gets a call."""
+    """One row's expectations; the federation port without a certificate never gets a call.
+
+    Supervisors answer like auditors unless the row says otherwise (``supervisor``
+    acts in node A's province, ``supervisor_other`` outside it).
+    """
     return {
         ANONYMOUS_PUBLIC: anonymous,
         ANONYMOUS_FEDERATION: UNAVAILABLE,
@@ -230,6 +269,8 @@ def outcomes(
         NODE_B: node_b,
         AUDITOR: auditor,
         ADMIN: admin,
+        SUPERVISOR: auditor if supervisor is None else supervisor,
+        SUPERVISOR_OTHER: auditor if supervisor_other is None else supervisor_other,
         REVOKED: revoked,
     }
 
@@ -237,6 +278,8 @@ def outcomes(
 PUBLIC_READ = outcomes(OK, OK, OK, OK, OK)
 FEDERATION_READ = outcomes(UNAUTHENTICATED, OK, OK, OK, OK)
 OWN_READ = outcomes(UNAUTHENTICATED, OK, DENIED, OK, OK)
+# A member's own region decides: the supervisor of another province is refused.
+OWN_READ_IN_SCOPE = outcomes(UNAUTHENTICATED, OK, DENIED, OK, OK, supervisor_other=DENIED)
 NODE_FOR_ITSELF = outcomes(UNAUTHENTICATED, OK, DENIED, DENIED, DENIED)
 ADMIN_ACTS = outcomes(UNAUTHENTICATED, DENIED, DENIED, DENIED, OK)
 NOT_OFFERED = outcomes(UNIMPLEMENTED, UNIMPLEMENTED, UNIMPLEMENTED, UNIMPLEMENTED, UNIMPLEMENTED)
@@ -344,6 +387,199 @@ async def set_status_request(world: World, target: Objects) -> Message:
     )
 
 
+def _supervision(world: World, identity: str) -> supervision_pb2_grpc.SupervisionServiceStub:
+    return supervision_pb2_grpc.SupervisionServiceStub(world.channels[identity])
+
+
+def risk_report(holder: str) -> supervision_pb2.RiskAssessment:
+    end = datetime.now(UTC) - timedelta(days=30)
+    return supervision_pb2.RiskAssessment(
+        holder=holder,
+        period_start=to_timestamp(end - timedelta(days=365)),
+        period_end=to_timestamp(end),
+        data=[supervision_pb2.AssessedData(category="transport", records=10)],
+        processing="analysis",
+        risks="leakage",
+        measures="encryption",
+        report_digest=bytes(32),
+    )
+
+
+async def file_risk_request(world: World, target: Objects) -> Message:
+    return supervision_pb2.FileRiskAssessmentRequest(
+        idempotency_key=unique("az-risk"), assessment=risk_report(target.member)
+    )
+
+
+async def review_risk_request(world: World, target: Objects) -> Message:
+    # A fresh pending report of node A's member (reviewing changes it).
+    filed = await _supervision(world, NODE_A).FileRiskAssessment(
+        await file_risk_request(world, world.a), timeout=TIMEOUT
+    )
+    return supervision_pb2.ReviewRiskAssessmentRequest(
+        assessment_id=filed.assessment.assessment_id, accept=True, reason="matrix"
+    )
+
+
+async def list_risk_request(world: World, target: Objects) -> Message:
+    return supervision_pb2.ListRiskAssessmentsRequest(
+        holder=target.member, region_prefix=target.member[2:8]
+    )
+
+
+def permit_application(target: Objects) -> supervision_pb2.ExportPermit:
+    return supervision_pb2.ExportPermit(
+        exporter=target.member, dataset_ids=[target.dataset], destination="HK", purpose="matrix"
+    )
+
+
+async def apply_permit_request(world: World, target: Objects) -> Message:
+    return supervision_pb2.ApplyExportPermitRequest(
+        idempotency_key=unique("az-permit"), application=permit_application(target)
+    )
+
+
+async def _pending_permit(world: World) -> str:
+    applied = await _supervision(world, NODE_A).ApplyExportPermit(
+        await apply_permit_request(world, world.a), timeout=TIMEOUT
+    )
+    return applied.application.permit_id
+
+
+async def review_permit_request(world: World, target: Objects) -> Message:
+    return supervision_pb2.ReviewExportPermitRequest(
+        permit_id=await _pending_permit(world), approve=True, reason="matrix"
+    )
+
+
+async def revoke_permit_request(world: World, target: Objects) -> Message:
+    permit_id = await _pending_permit(world)
+    await _supervision(world, ADMIN).ReviewExportPermit(
+        supervision_pb2.ReviewExportPermitRequest(permit_id=permit_id, approve=True, reason="m"),
+        timeout=TIMEOUT,
+    )
+    return supervision_pb2.RevokeExportPermitRequest(permit_id=permit_id, reason="matrix")
+
+
+async def get_permit_request(world: World, target: Objects) -> Message:
+    return supervision_pb2.GetExportPermitRequest(permit_id=await _pending_permit(world))
+
+
+async def filing_request(world: World, target: Objects) -> Message:
+    return supervision_pb2.FileStandardContractRequest(
+        filing=supervision_pb2.StandardContractFiling(
+            exporter=target.member,
+            recipient="Matrix Ltd",
+            destination="HK",
+            contract_digest=bytes(32),
+        )
+    )
+
+
+async def check_export_request(world: World, target: Objects) -> Message:
+    return supervision_pb2.CheckExportRequest(
+        exporter=target.member, destination="HK", dataset_ids=[target.dataset], individuals=1
+    )
+
+
+async def report_trade_request(world: World, target: Objects) -> Message:
+    # A domestic trade: node A's member sells its dataset to node B's member.
+    seller, buyer = world.a, world.b
+    terms = market_pb2.ContractTerms(
+        contract_id=contracts.contract_id_for(buyer.node.node_id, unique("az-contract")),
+        listing_id="L" + secrets.token_hex(8),
+        dataset_id=seller.dataset,
+        certificate_version=1,
+        content_digest=bytes(32),
+        seller=seller.member,
+        seller_node=seller.node.node_id,
+        buyer=buyer.member,
+        buyer_node=buyer.node.node_id,
+        buyer_country="CN",
+        price=common_pb2.Money(fen=100),
+        licence=market_pb2.LicenceTerms(purposes=["matrix"], term_days=1),
+        purpose="matrix",
+    )
+    agreed = contracts.seller_sign(terms, seller.node.signing_key, agreed_at=datetime.now(UTC))
+    envelope = contracts.buyer_countersign(
+        agreed,
+        terms,
+        buyer.node.signing_key,
+        seller_public_key=seller.node.signing_key.public_key(),
+    )
+    return supervision_pb2.ReportTradeRequest(trade=supervision_pb2.TradeRecord(contract=envelope))
+
+
+async def freeze_request(world: World, target: Objects) -> Message:
+    return supervision_pb2.FreezeMemberRequest(credit_code=target.member, reason="matrix")
+
+
+async def unfreeze_request(world: World, target: Objects) -> Message:
+    await _supervision(world, ADMIN).FreezeMember(
+        await freeze_request(world, target), timeout=TIMEOUT
+    )
+    return supervision_pb2.UnfreezeMemberRequest(credit_code=target.member, reason="matrix")
+
+
+# Supervision: admins act, supervisors act in node A's province (44) and not outside it.
+SUPERVISE = outcomes(
+    UNAUTHENTICATED, DENIED, DENIED, DENIED, OK, supervisor=OK, supervisor_other=DENIED
+)
+OVERSEE = outcomes(UNAUTHENTICATED, DENIED, DENIED, OK, OK, supervisor=OK, supervisor_other=DENIED)
+NODE_OR_OVERSEER = outcomes(
+    UNAUTHENTICATED, OK, DENIED, OK, OK, supervisor=OK, supervisor_other=DENIED
+)
+NATIONAL = outcomes(UNAUTHENTICATED, DENIED, DENIED, DENIED, OK)
+
+SUPERVISION_ROWS: tuple[Rpc, ...] = (
+    Rpc(SUPERVISION, "FileRiskAssessment", file_risk_request, NODE_FOR_ITSELF),
+    Rpc(SUPERVISION, "ReviewRiskAssessment", review_risk_request, SUPERVISE),
+    Rpc(
+        SUPERVISION,
+        "ListRiskAssessments",
+        list_risk_request,
+        outcomes(UNAUTHENTICATED, OK, OK, OK, OK, supervisor=OK, supervisor_other=DENIED),
+    ),
+    Rpc(
+        SUPERVISION,
+        "ApplyExportPermit",
+        apply_permit_request,
+        outcomes(UNAUTHENTICATED, OK, DENIED, DENIED, OK),
+    ),
+    Rpc(SUPERVISION, "ReviewExportPermit", review_permit_request, NATIONAL),
+    Rpc(SUPERVISION, "RevokeExportPermit", revoke_permit_request, NATIONAL),
+    Rpc(SUPERVISION, "GetExportPermit", get_permit_request, NODE_OR_OVERSEER),
+    Rpc(SUPERVISION, "FileStandardContract", filing_request, NODE_FOR_ITSELF),
+    Rpc(SUPERVISION, "CheckExport", check_export_request, NODE_OR_OVERSEER),
+    # Either party's node reports: node B is the buyer's node here.
+    Rpc(
+        SUPERVISION,
+        "ReportTrade",
+        report_trade_request,
+        outcomes(UNAUTHENTICATED, OK, OK, DENIED, DENIED),
+    ),
+    Rpc(
+        SUPERVISION,
+        "GetStatistics",
+        fixed(supervision_pb2.GetStatisticsRequest(region_prefix="44")),
+        OVERSEE,
+    ),
+    Rpc(
+        SUPERVISION,
+        "GetPriceIndex",
+        fixed(supervision_pb2.GetPriceIndexRequest()),
+        FEDERATION_READ,
+    ),
+    Rpc(SUPERVISION, "FreezeMember", freeze_request, SUPERVISE, fresh=Fresh.DATASET),
+    Rpc(SUPERVISION, "UnfreezeMember", unfreeze_request, SUPERVISE, fresh=Fresh.DATASET),
+    Rpc(
+        SUPERVISION,
+        "ListSupervisoryActions",
+        fixed(supervision_pb2.ListSupervisoryActionsRequest(region_prefix="44")),
+        OVERSEE,
+    ),
+)
+
 MATRIX: tuple[Rpc, ...] = (
     Rpc("TrustService", "GetTrustRoot", fixed(registry_pb2.GetTrustRootRequest()), PUBLIC_READ),
     # Enrollment: the invitation is the credential, the TLS identity is not consulted
@@ -369,7 +605,7 @@ MATRIX: tuple[Rpc, ...] = (
         outcomes(UNAUTHENTICATED, OK, OK, DENIED, DENIED),
     ),
     Rpc("MemberService", "ReportMember", report_member_request, NODE_FOR_ITSELF),
-    Rpc("MemberService", "GetMember", get_member_request, OWN_READ),
+    Rpc("MemberService", "GetMember", get_member_request, OWN_READ_IN_SCOPE),
     Rpc("MemberService", "ListMembers", list_members_request, OWN_READ),
     Rpc("CatalogService", "GetCatalog", fixed(registry_pb2.GetCatalogRequest()), PUBLIC_READ),
     Rpc(
@@ -426,6 +662,7 @@ MATRIX: tuple[Rpc, ...] = (
         PUBLIC_READ,
     ),
     Rpc("LogService", "SubmitCosignature", cosignature_request, NODE_FOR_ITSELF),
+    *SUPERVISION_ROWS,
 )
 
 CASES = [
@@ -460,7 +697,8 @@ async def _sent_unless_refused(message: Message, finished: asyncio.Event) -> Asy
 
 async def attempt(rpc: Rpc, channel: grpc.aio.Channel, request: Message) -> Answer:
     """Call ``rpc`` once; for streams, the first response (or the end, or the error)."""
-    stub = getattr(registry_pb2_grpc, f"{rpc.service}Stub")(channel)
+    module = supervision_pb2_grpc if rpc.service == SUPERVISION else registry_pb2_grpc
+    stub = getattr(module, f"{rpc.service}Stub")(channel)
     method = getattr(stub, rpc.method)
     try:
         if rpc.shape is Shape.UNARY:
@@ -517,6 +755,9 @@ def test_the_matrix_covers_every_rpc() -> None:
         f"{service}.{method.name}"
         for service in SERVICES
         for method in registry_pb2.DESCRIPTOR.services_by_name[service].methods
+    } | {
+        f"{SUPERVISION}.{method.name}"
+        for method in supervision_pb2.DESCRIPTOR.services_by_name[SUPERVISION].methods
     }
     assert rows == contract
     allowed = {OK, UNAVAILABLE, UNIMPLEMENTED, *REFUSALS}

@@ -431,10 +431,15 @@ BAD_OPERATOR_CALLS = {
         node_pb2.SearchRequest(query=market_pb2.SearchQuery(page_token="not-a-token")),
         grpc.StatusCode.INVALID_ARGUMENT,
     ),
-    "trading is not offered yet": (
+    "contract request without a key": (
         "RequestContract",
         node_pb2.RequestContractRequest(),
-        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    "unknown contract": (
+        "GetContract",
+        node_pb2.GetContractRequest(contract_id="C" + "0" * 32),
+        grpc.StatusCode.NOT_FOUND,
     ),
 }
 

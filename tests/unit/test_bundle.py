@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -158,3 +158,75 @@ def test_trust_root_entry_needs_the_root_threshold() -> None:
     issuer_signed = Log([documents.sign_document(TRUST_ROOT.to_proto(), [ISSUER]).to_json()])
     with pytest.raises(VerificationError):
         bundles.verify_bundle(issuer_signed.bundle(0), TRUST_ROOT, trust_pb2.TrustRoot)
+
+
+# ---------------------------------------------------------------- remembered checkpoints
+
+
+def _flip_char(text: str, position: int) -> str:
+    """``text`` with one character replaced by another of the same size (a tampered note)."""
+    replacement = "B" if text[position] != "B" else "C"
+    return text[:position] + replacement + text[position + 1 :]
+
+
+def _tampered_notes() -> dict[str, str]:
+    note = GOOD.checkpoint
+    signature_at = note.rindex(" ") + 10  # inside the base64 of the log's signature
+    return {
+        "signature byte": _flip_char(note, signature_at),
+        "root hash byte": _flip_char(note, note.index("\n", note.index("\n") + 1) + 5),
+        "tree size digit": GOOD.checkpoint.replace("\n10\n", "\n11\n", 1),
+        "origin letter": note.replace("provex.test", "provex.tesu", 1),
+    }
+
+
+@pytest.mark.parametrize("tampered", _tampered_notes().values(), ids=_tampered_notes().keys())
+def test_a_remembered_note_does_not_vouch_for_a_tampered_one(tampered: str) -> None:
+    assert len(tampered) == len(GOOD.checkpoint) and tampered != GOOD.checkpoint
+    bundles.verify_certificate(GOOD, TRUST_ROOT)  # the genuine note is remembered now
+    forged = _with(checkpoint=tampered)()
+    for _ in range(2):  # refused every time: failures are not remembered
+        with pytest.raises(VerificationError):
+            bundles.verify_certificate(forged, TRUST_ROOT)
+    assert bundles.verify_certificate(GOOD, TRUST_ROOT) == certificate(3)
+
+
+def test_the_checkpoint_signature_is_checked_once_per_note() -> None:
+    notes.forget_verified()
+    before = notes.verified_memory()
+    for _ in range(3):
+        for index in range(6):  # six bundles, one checkpoint note
+            bundles.verify_certificate(LOG_UNDER_TEST.bundle(index), TRUST_ROOT)
+    after = notes.verified_memory()
+    assert after.misses - before.misses == 1
+    assert after.hits - before.hits == 17
+    assert after.maxsize == notes.VERIFIED_CACHE_SIZE
+
+
+def test_a_remembered_note_is_not_trusted_under_another_trust_root() -> None:
+    bundles.verify_certificate(GOOD, TRUST_ROOT)
+    other_log = Ed25519PrivateKey.from_private_bytes(b"\x43" * 32)
+    other_root = replace(TRUST_ROOT, log_key=dsse.raw_public_key(other_log.public_key()))
+    with pytest.raises(VerificationError, match="no signature by a known key"):
+        bundles.verify_certificate(GOOD, other_root)
+    elsewhere = replace(TRUST_ROOT, log_origin="provex.test/other-log")
+    with pytest.raises(VerificationError):
+        bundles.verify_certificate(GOOD, elsewhere)
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [CORRUPTIONS[name] for name in CORRUPTIONS if "checkpoint" not in name],
+    ids=[name for name in CORRUPTIONS if "checkpoint" not in name],
+)
+def test_envelope_and_proof_are_checked_even_when_the_note_is_remembered(
+    forge: Callable[[], common_pb2.Bundle],
+) -> None:
+    bundles.verify_certificate(GOOD, TRUST_ROOT)
+    forged = forge()
+    if forged.checkpoint:
+        notes.verify_checkpoint(
+            forged.checkpoint, TRUST_ROOT.log_verifier, origin=TRUST_ROOT.log_origin
+        )  # this bundle's note is remembered as valid: the rest must still fail
+    with pytest.raises(VerificationError):
+        bundles.verify_certificate(forged, TRUST_ROOT)

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from provex import checkpoint
 from provex.checkpoint import (
     MAX_NOTE_BYTES,
     MAX_SIGNATURES,
@@ -958,3 +959,70 @@ def test_arbitrary_checkpoint_text_parses_or_raises_verification_error(text: str
     except VerificationError:
         return
     assert checkpoint.to_text() == text
+
+
+# --- the memory of verified notes -------------------------------------------------------------
+
+REMEMBERED_THEN_ASKED: dict[str, tuple[dict[str, object], dict[str, object], str | None]] = {
+    # (settings a note verified under, other settings it is asked about, error expected)
+    "same settings": ({}, {}, None),
+    "a witness quorum it does not meet": (
+        {"witnesses": [W1_V, W2_V]},
+        {"witnesses": [W1_V, W2_V, W3_V], "witness_threshold": 3},
+        "2 witness cosignature",
+    ),
+    "another log key": ({}, {"log_verifier": OTHER.verifier()}, "no signature by a known key"),
+    "a key of the same name": (
+        {},
+        {"log_verifier": NoteVerifier(LOG.name, OTHER.public_key)},
+        "no signature by a known key",
+    ),
+    "another origin": ({}, {"origin": "elsewhere.example/log"}, "origin"),
+    "fewer witnesses": ({"witnesses": [W1_V, W2_V]}, {"witnesses": [W1_V]}, None),
+}
+
+
+@pytest.mark.parametrize(
+    "first, then, error", REMEMBERED_THEN_ASKED.values(), ids=REMEMBERED_THEN_ASKED.keys()
+)
+def test_a_remembered_note_answers_only_the_same_question(
+    first: dict[str, object], then: dict[str, object], error: str | None
+) -> None:
+    def ask(settings: dict[str, object]) -> VerifiedCheckpoint:
+        arguments: dict[str, object] = {"log_verifier": LOG_V, "origin": ORIGIN, **settings}
+        return open_checkpoint(COSIGNED, **arguments)  # type: ignore[arg-type]
+
+    remembered = ask(first)
+    assert ask(first) == remembered
+    for _ in range(2):  # failures are never remembered
+        if error is None:
+            fresh = ask(then)
+            checkpoint.forget_verified()
+            assert ask(then) == fresh  # the same answer as a verification from scratch
+        else:
+            with pytest.raises(VerificationError, match=error):
+                ask(then)
+
+
+def test_the_memory_is_keyed_on_the_exact_note() -> None:
+    checkpoint.forget_verified()
+    assert verify_checkpoint(NOTE, LOG_V, origin=ORIGIN) == CP
+    assert verify_checkpoint(NOTE.encode(), LOG_V, origin=ORIGIN) == CP  # bytes: its own entry
+    assert checkpoint.verified_memory().currsize == 2
+    body, _, line = NOTE.partition("\n\n")
+    tampered = body + "\n\n" + line[:-6] + ("A" if line[-6] != "A" else "B") + line[-5:]
+    assert len(tampered) == len(NOTE)
+    with pytest.raises(VerificationError):
+        verify_checkpoint(tampered, LOG_V, origin=ORIGIN)
+    assert checkpoint.verified_memory().currsize == 2
+    for _ in range(3):
+        verify_checkpoint(NOTE, LOG_V, origin=ORIGIN)
+    assert checkpoint.verified_memory().hits == 3
+
+
+def test_the_memory_is_bounded() -> None:
+    checkpoint.forget_verified()
+    for size in range(checkpoint.VERIFIED_CACHE_SIZE + 5):
+        note = sign_checkpoint(Checkpoint(ORIGIN, size, ROOT), LOG)
+        verify_checkpoint(note, LOG_V, origin=ORIGIN)
+    assert checkpoint.verified_memory().currsize == checkpoint.VERIFIED_CACHE_SIZE

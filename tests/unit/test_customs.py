@@ -16,6 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from provex.customs import (
+    RULE_CATALOG_ASSESSMENT,
+    RULE_CATALOG_FORBIDDEN,
     RULE_CORE_FORBIDDEN,
     RULE_DOCUMENTS,
     RULE_EXPORT,
@@ -35,6 +37,7 @@ from provex.customs import (
     YearlyCounter,
     calendar_year,
     check_export,
+    cross_border_rules,
     decide_export,
     is_export,
     normalize_country,
@@ -44,7 +47,7 @@ from provex.customs import (
     required_mechanism,
 )
 from provex.errors import FailedPrecondition, InvalidArgument
-from provex.grading import Grade
+from provex.grading import Catalog, CatalogEntry, CrossBorderRule, Grade, PersonalInfoClass
 
 GENERAL, IMPORTANT, CORE = Grade.GENERAL, Grade.IMPORTANT, Grade.CORE
 NOT_EXPORT, EXEMPT, CONTRACT, ASSESSMENT, FORBIDDEN = (
@@ -116,15 +119,39 @@ def contract(**changes: Any) -> StandardContract:
     return StandardContract(**fields)
 
 
+ALLOWED, ASSESSED, FORBID = (
+    CrossBorderRule.ALLOWED,
+    CrossBorderRule.ASSESSMENT_REQUIRED,
+    CrossBorderRule.FORBIDDEN,
+)
+
+
+def allowed(request: ExportRequest) -> dict[str, CrossBorderRule]:
+    """Every category of ``request`` ALLOWED by the catalog: only section 7's rules apply."""
+    return dict.fromkeys(request.categories, ALLOWED)
+
+
+def pair(count: YearlyCount) -> tuple[int, int]:
+    """A yearly count as the (individuals, sensitive) pair :func:`decide` takes."""
+    return count.individuals, count.sensitive
+
+
 def decide(
     request: ExportRequest,
     before: tuple[int, int] = (0, 0),
     documents: Iterable[ExportDocument] = (),
     negative_list: Iterable[str] | None = None,
+    cross_border: dict[str, CrossBorderRule] | None = None,
 ) -> ExportDecision:
-    """decide_export with the exporter's counters for the export's year given as a pair."""
+    """decide_export, counters given as a pair, categories ALLOWED unless ``cross_border`` says."""
     counters = YearlyCount(request.exporter, request.year, *before)
-    return decide_export(request, counters, documents=documents, negative_list=negative_list)
+    return decide_export(
+        request,
+        counters,
+        cross_border=allowed(request) if cross_border is None else cross_border,
+        documents=documents,
+        negative_list=negative_list,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -322,7 +349,7 @@ def test_several_exports_in_a_year_add_up() -> None:
     seen: list[Mechanism] = []
     for month in (2, 5, 9):
         request = export(date=datetime(2026, month, 1, tzinfo=UTC), individuals=40_000)
-        decision = decide_export(request, counter.count_at(EXPORTER, request.date))
+        decision = decide(request, pair(counter.count_at(EXPORTER, request.date)))
         seen.append(decision.mechanism)
         counter = counter.add(request.declaration())
     assert seen == [EXEMPT, EXEMPT, CONTRACT]
@@ -392,7 +419,7 @@ def test_yearly_counter_resets_on_1_january(moment: str, expected: Mechanism, to
     ]
     counter = YearlyCounter.of(declared)
     request = export(date=at(moment), individuals=50_000)
-    decision = decide_export(request, counter.count_at(EXPORTER, request.date))
+    decision = decide(request, pair(counter.count_at(EXPORTER, request.date)))
     assert decision.mechanism is expected
     assert decision.counters_after.individuals == total
 
@@ -400,9 +427,9 @@ def test_yearly_counter_resets_on_1_january(moment: str, expected: Mechanism, to
 def test_counters_of_another_year_or_exporter_are_refused() -> None:
     request = export(date=at("2026-12-31T16:30:00Z"), individuals=1)
     with pytest.raises(InvalidArgument, match=r"counters_before\.year is 2026.*in 2027"):
-        decide_export(request, YearlyCount(EXPORTER, 2026, 10))
+        decide_export(request, YearlyCount(EXPORTER, 2026, 10), cross_border=allowed(request))
     with pytest.raises(InvalidArgument, match=r"counters_before\.exporter"):
-        decide_export(request, YearlyCount(OTHER_EXPORTER, 2027, 10))
+        decide_export(request, YearlyCount(OTHER_EXPORTER, 2027, 10), cross_border=allowed(request))
 
 
 # ---------------------------------------------------------------------------
@@ -530,7 +557,13 @@ def test_important_data_needs_a_valid_permit(changes: dict[str, Any], problem: s
         assert decision.reasons[-1].rule == RULE_DOCUMENTS
         assert problem in str(decision.reasons[-1])
         with pytest.raises(FailedPrecondition, match=RULE_IMPORTANT_PERMIT):
-            check_export(export(grade=IMPORTANT), YearlyCount(EXPORTER, YEAR), documents=[held])
+            request = export(grade=IMPORTANT)
+            check_export(
+                request,
+                YearlyCount(EXPORTER, YEAR),
+                cross_border=allowed(request),
+                documents=[held],
+            )
 
 
 @pytest.mark.parametrize(("changes", "problem"), PERMIT_CASES.values(), ids=PERMIT_CASES.keys())
@@ -789,7 +822,13 @@ def test_core_data_is_forbidden(
     assert decision.document is None
     assert decision.rules == (RULE_EXPORT, RULE_CORE_FORBIDDEN)
     with pytest.raises(FailedPrecondition, match=RULE_CORE_FORBIDDEN):
-        check_export(request, YearlyCount(EXPORTER, YEAR), documents=held(), negative_list=listed)
+        check_export(
+            request,
+            YearlyCount(EXPORTER, YEAR),
+            cross_border=allowed(request),
+            documents=held(),
+            negative_list=listed,
+        )
 
 
 def test_core_data_to_a_mainland_buyer_is_no_export() -> None:
@@ -835,6 +874,352 @@ def test_general_data_needs_what_the_yearly_thresholds_say(
     else:
         assert decision.mechanism is EXEMPT
     assert decision.satisfied is (decision.mechanism is EXEMPT)
+
+
+# ---------------------------------------------------------------------------
+# The catalog's cross-border rules (DESIGN.md section 3)
+# ---------------------------------------------------------------------------
+
+
+def entry(code: str, rule: CrossBorderRule) -> CatalogEntry:
+    """A national, tradable GENERAL entry without personal information."""
+    return CatalogEntry(code, code, code, GENERAL, PersonalInfoClass.NONE, True, rule)
+
+
+# A national child may state a looser rule than its parent (only provincial extensions are
+# kept from loosening): the effective rule is still the strictest along the path.
+RULES_CATALOG = Catalog.from_entries(
+    7,
+    [
+        entry("geo", FORBID),
+        entry("geo.open", ALLOWED),
+        entry("health", ALLOWED),
+        entry("health.medical", ASSESSED),
+        entry("health.medical.inpatient", ALLOWED),
+        entry("transport", ALLOWED),
+        entry("transport.road", ALLOWED),
+    ],
+)
+
+RESOLUTION_CASES: dict[str, tuple[tuple[str, ...], dict[str, CrossBorderRule]]] = {
+    "an allowed sector": (("transport",), {"transport": ALLOWED}),
+    "allowed under an allowed parent": (("transport.road",), {"transport.road": ALLOWED}),
+    "an entry's own assessment rule": (("health.medical",), {"health.medical": ASSESSED}),
+    "a looser child inherits its parent's assessment": (
+        ("health.medical.inpatient",),
+        {"health.medical.inpatient": ASSESSED},
+    ),
+    "a looser child inherits its sector's prohibition": (("geo.open",), {"geo.open": FORBID}),
+    "each category resolved on its own": (
+        ("transport.road", "health.medical", "geo"),
+        {"transport.road": ALLOWED, "health.medical": ASSESSED, "geo": FORBID},
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("categories", "expected"), RESOLUTION_CASES.values(), ids=RESOLUTION_CASES.keys()
+)
+def test_cross_border_rules_take_the_strictest_along_the_path(
+    categories: tuple[str, ...], expected: dict[str, CrossBorderRule]
+) -> None:
+    assert cross_border_rules(RULES_CATALOG, categories) == expected
+
+
+def test_a_category_missing_from_the_catalog_in_force_is_refused() -> None:
+    with pytest.raises(FailedPrecondition, match=r"category geo\.maps is not in catalog version 7"):
+        cross_border_rules(RULES_CATALOG, ["transport", "geo.maps"])
+    with pytest.raises(InvalidArgument, match="category code"):
+        cross_border_rules(RULES_CATALOG, ["Geo"])
+
+
+def test_the_seed_catalog_forbids_maps_and_assesses_orders() -> None:
+    """The national seed: geo.mapping FORBIDDEN, commerce.ecommerce.orders ASSESSMENT_REQUIRED."""
+    from registry.seed_catalog import national_catalog
+
+    rules = cross_border_rules(national_catalog(), ["geo.mapping", "commerce.ecommerce.orders"])
+    assert rules == {"geo.mapping": FORBID, "commerce.ecommerce.orders": ASSESSED}
+
+
+def maps_permit() -> ExportPermit:
+    """A valid permit naming the dataset itself (and the maps category)."""
+    return permit(dataset_ids=(DATASET,), categories=("geo",))
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogCase:
+    """One export under the catalog's rules and what customs decides."""
+
+    rules: dict[str, CrossBorderRule]
+    mechanism: Mechanism
+    satisfied: bool
+    rule: str | None  # the deciding rule named in the reasons (None: no catalog rule fires)
+    detail: str = ""  # a fragment of the explanation
+    held: Callable[[], list[ExportDocument]] = list
+    listed: frozenset[str] | None = None
+    changes: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+MED = "health.medical"
+CATALOG_CASES: dict[str, CatalogCase] = {
+    "allowed: only the other rules (here: exempt)": CatalogCase({MED: ALLOWED}, EXEMPT, True, None),
+    "allowed important data still needs its permit": CatalogCase(
+        {MED: ALLOWED},
+        ASSESSMENT,
+        False,
+        RULE_IMPORTANT_PERMIT,
+        "no valid export permit",
+        changes={"grade": IMPORTANT},
+    ),
+    "forbidden: refused, naming the category": CatalogCase(
+        {"geo.mapping": FORBID},
+        FORBIDDEN,
+        False,
+        RULE_CATALOG_FORBIDDEN,
+        "the catalog forbids exporting category geo.mapping",
+        changes={"categories": ("geo.mapping",)},
+    ),
+    "forbidden even with a valid permit for the dataset": CatalogCase(
+        {"geo.mapping": FORBID},
+        FORBIDDEN,
+        False,
+        RULE_CATALOG_FORBIDDEN,
+        "ignoring 1 document(s) held",
+        held=lambda: [maps_permit()],
+        changes={"categories": ("geo.mapping",), "grade": IMPORTANT},
+    ),
+    "forbidden even under an empty negative list": CatalogCase(
+        {"geo.mapping": FORBID},
+        FORBIDDEN,
+        False,
+        RULE_CATALOG_FORBIDDEN,
+        "ignoring 1 document(s) held and the free-trade-zone negative list",
+        held=lambda: [maps_permit()],
+        listed=frozenset(),
+        changes={"categories": ("geo.mapping",)},
+    ),
+    "forbidden when it is not on the zone's negative list": CatalogCase(
+        {"geo.mapping": FORBID},
+        FORBIDDEN,
+        False,
+        RULE_CATALOG_FORBIDDEN,
+        "geo.mapping",
+        listed=frozenset({"finance"}),
+        changes={"categories": ("geo.mapping",)},
+    ),
+    "one forbidden category of two refuses the whole dataset": CatalogCase(
+        {MED: ASSESSED, "geo.mapping": FORBID},
+        FORBIDDEN,
+        False,
+        RULE_CATALOG_FORBIDDEN,
+        "category geo.mapping (cross-border rule forbidden)",
+        held=lambda: [maps_permit()],
+        changes={"categories": (MED, "geo.mapping")},
+    ),
+    "assessment with a valid permit": CatalogCase(
+        {MED: ASSESSED},
+        ASSESSMENT,
+        True,
+        RULE_CATALOG_ASSESSMENT,
+        "satisfied by export permit EP-2025-001",
+        held=lambda: [permit()],
+    ),
+    "assessment with a valid permit naming the dataset": CatalogCase(
+        {MED: ASSESSED},
+        ASSESSMENT,
+        True,
+        RULE_CATALOG_ASSESSMENT,
+        "satisfied by export permit",
+        held=lambda: [permit(categories=(), dataset_ids=(DATASET,))],
+    ),
+    "assessment with an expired permit": CatalogCase(
+        {MED: ASSESSED},
+        ASSESSMENT,
+        False,
+        RULE_CATALOG_ASSESSMENT,
+        "expired at 2026-05-01T00:00:00Z",
+        held=lambda: [permit(issued_at=at("2023-05-01T00:00:00Z"))],
+    ),
+    "assessment with a revoked permit": CatalogCase(
+        {MED: ASSESSED},
+        ASSESSMENT,
+        False,
+        RULE_CATALOG_ASSESSMENT,
+        "permit EP-2025-001 is revoked",
+        held=lambda: [permit(revoked=True)],
+    ),
+    "assessment without a permit": CatalogCase(
+        {MED: ASSESSED},
+        ASSESSMENT,
+        False,
+        RULE_CATALOG_ASSESSMENT,
+        "no valid export permit covers this export",
+    ),
+    "assessment with a permit for another destination": CatalogCase(
+        {MED: ASSESSED},
+        ASSESSMENT,
+        False,
+        RULE_CATALOG_ASSESSMENT,
+        "is for destination US",
+        held=lambda: [permit(destination="US")],
+    ),
+    "assessment: a standard contract is not enough": CatalogCase(
+        {MED: ASSESSED},
+        ASSESSMENT,
+        False,
+        RULE_CATALOG_ASSESSMENT,
+        "no valid export permit",
+        held=lambda: [contract()],
+    ),
+    "assessment and 150,000 individuals: one permit covers both": CatalogCase(
+        {MED: ASSESSED},
+        ASSESSMENT,
+        True,
+        RULE_PI_STANDARD_CONTRACT,
+        "satisfied by export permit",
+        held=lambda: [contract(), permit()],
+        changes={"individuals": 150_000},
+    ),
+    "assessment and 150,000 individuals: the contract alone is refused": CatalogCase(
+        {MED: ASSESSED},
+        ASSESSMENT,
+        False,
+        RULE_CATALOG_ASSESSMENT,
+        "no valid export permit",
+        held=lambda: [contract()],
+        changes={"individuals": 150_000},
+    ),
+    "allowed and 150,000 individuals: the contract suffices": CatalogCase(
+        {MED: ALLOWED},
+        CONTRACT,
+        True,
+        RULE_PI_STANDARD_CONTRACT,
+        "satisfied by standard contract SC-2026-001",
+        held=lambda: [contract()],
+        changes={"individuals": 150_000},
+    ),
+    "allowed and 1,200,000 individuals: the thresholds need a permit": CatalogCase(
+        {MED: ALLOWED},
+        ASSESSMENT,
+        False,
+        RULE_PI_ASSESSMENT,
+        "no valid export permit",
+        held=lambda: [contract()],
+        changes={"individuals": 1_200_000},
+    ),
+    "assessment, not on the zone's negative list: exempt": CatalogCase(
+        {MED: ASSESSED},
+        EXEMPT,
+        True,
+        RULE_FTZ_NEGATIVE_LIST,
+        "exempt from the important-data, catalog-assessment and personal-information rules",
+        listed=frozenset({"finance"}),
+    ),
+    "assessment, on the zone's negative list: the permit is needed": CatalogCase(
+        {MED: ASSESSED},
+        ASSESSMENT,
+        False,
+        RULE_CATALOG_ASSESSMENT,
+        "no valid export permit",
+        listed=frozenset({"health"}),
+    ),
+    "a mainland buyer: a forbidden category makes no export": CatalogCase(
+        {"geo.mapping": FORBID},
+        NOT_EXPORT,
+        True,
+        None,
+        "not an export",
+        changes={"categories": ("geo.mapping",), "buyer_country": "CN"},
+    ),
+    "core data in a forbidden category: the core rule decides": CatalogCase(
+        {"geo.mapping": FORBID},
+        FORBIDDEN,
+        False,
+        RULE_CORE_FORBIDDEN,
+        "core data",
+        changes={"categories": ("geo.mapping",), "grade": CORE},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CATALOG_CASES.values(), ids=CATALOG_CASES.keys())
+def test_catalog_cross_border_rules(case: CatalogCase) -> None:
+    request = export(**case.changes)
+    decision = decide(
+        request, documents=case.held(), negative_list=case.listed, cross_border=case.rules
+    )
+    assert decision.mechanism is case.mechanism
+    assert decision.satisfied is case.satisfied
+    catalog_rules = {RULE_CATALOG_FORBIDDEN, RULE_CATALOG_ASSESSMENT} & set(decision.rules)
+    if case.rule is None:
+        assert not catalog_rules
+    else:
+        assert case.rule in decision.rules
+    assert case.detail in decision.explain()
+    if case.satisfied:
+        check_export(
+            request,
+            YearlyCount(EXPORTER, YEAR),
+            cross_border=case.rules,
+            documents=case.held(),
+            negative_list=case.listed,
+        )
+    else:
+        with pytest.raises(FailedPrecondition, match=f"refused: .*rule {case.rule}"):
+            check_export(
+                request,
+                YearlyCount(EXPORTER, YEAR),
+                cross_border=case.rules,
+                documents=case.held(),
+                negative_list=case.listed,
+            )
+
+
+def test_a_mainland_trade_needs_no_cross_border_rules() -> None:
+    """No export, no rule to read: a category unknown to the catalog in force does not matter."""
+    decision = decide(export(buyer_country="CN", categories=("geo.mapping",)), cross_border={})
+    assert decision.mechanism is NOT_EXPORT
+    assert decision.satisfied
+
+
+def test_a_forbidden_category_is_refused_before_anything_else() -> None:
+    """Nothing but the export and the prohibition is considered: no permit, no list, no counts."""
+    request = export(categories=("geo.mapping",), individuals=150_000)
+    decision = decide(
+        request,
+        documents=[maps_permit(), contract()],
+        negative_list=frozenset(),
+        cross_border={"geo.mapping": FORBID},
+    )
+    assert decision.rules == (RULE_EXPORT, RULE_CATALOG_FORBIDDEN)
+    assert decision.document is None
+    assert decision.counters_after.individuals == 150_000  # refused, still what it would count
+
+
+@given(
+    individuals=counts,
+    listed=st.none() | st.frozensets(st.sampled_from(["geo", "health", "finance"])),
+    grade=st.sampled_from([GENERAL, IMPORTANT]),
+    country=st.sampled_from(["HK", "MO", "TW", "US", "SG"]),
+)
+def test_a_forbidden_category_never_leaves(
+    individuals: int, listed: frozenset[str] | None, grade: Grade, country: str
+) -> None:
+    request = export(
+        grade=grade, categories=(MED, "geo.mapping"), buyer_country=country, individuals=individuals
+    )
+    held: list[ExportDocument] = [
+        permit(destination=country, recipient=None, dataset_ids=(DATASET,)),
+        contract(destination=country),
+    ]
+    decision = decide(
+        request,
+        documents=held,
+        negative_list=listed,
+        cross_border={MED: ASSESSED, "geo.mapping": FORBID},
+    )
+    assert decision.mechanism is FORBIDDEN
+    assert not decision.allowed
 
 
 # ---------------------------------------------------------------------------
@@ -920,6 +1305,22 @@ INVALID_CASES: dict[str, tuple[Callable[[], object], str]] = {
     "something other than a document": (
         lambda: decide(export(), documents=["EP-1"]),  # type: ignore[list-item]
         "documents must be ExportPermit or StandardContract",
+    ),
+    "a category without its cross-border rule": (
+        lambda: decide(export(categories=(MED, "geo")), cross_border={MED: ALLOWED}),
+        r"cross_border: category geo of dataset .* needs its CrossBorderRule",
+    ),
+    "a cross-border rule given as text": (
+        lambda: decide(export(), cross_border={MED: "forbidden"}),  # type: ignore[dict-item]
+        "needs its CrossBorderRule from the catalog in force, got 'forbidden'",
+    ),
+    "cross-border rules that are no mapping": (
+        lambda: decide_export(
+            export(),
+            YearlyCount(EXPORTER, YEAR),
+            cross_border=[ALLOWED],  # type: ignore[arg-type]
+        ),
+        "cross_border must map each category",
     ),
     "a counter of a negative count": (
         lambda: YearlyCount(EXPORTER, YEAR, -1),

@@ -652,7 +652,7 @@ def test_tokens_are_bound_to_their_query(market: Market) -> None:
 
 
 TAMPERED: dict[str, tuple[dict[str, Any], str]] = {
-    "other version": ({"v": 2}, "page_token is from another version"),
+    "other version": ({"v": 1}, "page_token is from another version"),
     "missing key": ({"a": None}, "page_token is malformed"),
     "extra key": ({"x": 1}, "page_token is malformed"),
     "score not a number": ({"s": "high"}, "page_token is malformed"),
@@ -661,6 +661,9 @@ TAMPERED: dict[str, tuple[dict[str, Any], str]] = {
     "negative weight": ({"w": [-1.0]}, "page_token is malformed"),
     "zero average": ({"a": 0}, "page_token is malformed"),
     "listing id not text": ({"l": 5}, "page_token is malformed"),
+    "tier top not an integer": ({"t": 1.5}, "page_token is malformed"),
+    "tier floor below -1": ({"f": -2}, "page_token is malformed"),
+    "tier floor above its top": ({"t": 5, "f": 5}, "page_token is malformed"),
 }
 
 

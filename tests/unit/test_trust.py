@@ -159,3 +159,21 @@ def test_missing_timestamps_in_proto_are_refused() -> None:
     message.ClearField("expires_at")
     with pytest.raises(VerificationError, match="expires_at"):
         trust.TrustRoot.from_proto(message)
+
+
+def test_derived_keys_are_worked_out_once_and_leave_equality_alone() -> None:
+    root = make_root(1, OLD_ROOT_KEYS)
+    assert root.log_verifier is root.log_verifier
+    assert root.issuer_keys is root.issuer_keys
+    assert root.root_public_keys is root.root_public_keys
+    assert dict(root.issuer_keys) == {dsse.key_id(raw(ISSUER)): root.issuer_public_key}
+    assert set(root.root_public_keys) == {dsse.key_id(raw(k)) for k in OLD_ROOT_KEYS}
+    assert root.log_verifier.public_key == raw(LOG)
+    assert root.log_verifier.name == root.log_origin
+    fresh = make_root(1, OLD_ROOT_KEYS)
+    assert root == fresh and hash(root) == hash(fresh)  # cached keys take no part
+    with pytest.raises(TypeError):
+        root.issuer_keys["another"] = root.issuer_public_key  # type: ignore[index]
+    moved = replace(root, log_key=raw(ISSUER), log_origin="provex.example/other")
+    assert moved.log_verifier.public_key == raw(ISSUER)
+    assert moved.log_verifier.name == "provex.example/other"
