@@ -3,7 +3,7 @@
 :class:`Issuance` is what the ``CertificateService`` servicer calls; it needs
 no gRPC and is tested directly.
 
-Registration (:meth:`Issuance.register`, :meth:`Issuance.register_many`)
+Registration (:meth:`Issuance.register`, :meth:`Issuance.register_chunk`)
     A node registers one of its members' datasets. The request is validated
     and normalized (credit codes and dataset ids upper-cased), the holder is
     checked (a member of the calling node, not frozen, with a security
@@ -12,12 +12,24 @@ Registration (:meth:`Issuance.register`, :meth:`Issuance.register_many`)
     data and non-tradable categories are refused), the id is assigned
     (region of the registering node, UTC year of ``issued_at``, the next
     serial of that region and year) and the :class:`DatasetCertificate` is
-    signed and logged. Its rows (``datasets``, ``certificates``,
-    ``idempotency``) are written by the record callback
-    in the same transaction as the log entry, so a log entry never lacks its
-    rows nor the reverse. The callback re-checks what may have changed since
-    the in-memory checks (the member row, the dataset's owner and status,
-    the idempotency key) and refuses just that entry if needed.
+    signed and logged.
+
+    Registrations are processed in groups: a bulk chunk is one group, and
+    the unary calls that reach the registry in the same event-loop turn
+    form one too. A group costs one query function for its idempotency
+    rows, source grades and re-registered datasets, grades from a cache
+    (one decision per distinct categories / personal-information counts /
+    source grades), one member re-read for the holders the cache does not
+    accept, a tight signing loop, and one entry group of one log batch
+    (:meth:`registry.transparency.Sequencer.append_group`). In that batch's
+    transaction, the group's check re-reads what may have changed since the
+    in-memory checks (idempotency keys, member rows, re-registered
+    datasets' owner, status and latest version) and refuses just those
+    entries; then the accepted entries' rows (``idempotency``, ``datasets``,
+    ``certificates``) are inserted with their log entries, a few hundred
+    rows per statement, so a log entry never lacks its rows nor the
+    reverse. Each refusal answers its own request; nothing is answered
+    before the batch is durable.
 
 Refusals and their codes
     INVALID_ARGUMENT for a malformed field (the message names it, e.g.
@@ -38,15 +50,16 @@ Idempotency
     stored certificate (a fresh inclusion proof against the latest
     checkpoint: the envelope is byte-identical); with a different request it
     is ALREADY_EXISTS. Concurrent requests with the same key are serialized
-    in memory; the table's primary key settles a race that still gets
-    through (the record callback refuses the second entry and its caller
-    answers the stored certificate).
+    in memory (a chunk that repeats a key registers the repeats one by one
+    after its group, as separate calls would be); the transaction's check
+    settles a race that still gets through (the entry is refused and its
+    caller answers the stored certificate).
 
 Ids and versions
     The certificate names its id before it is signed, so serials and
     versions are allocated in memory (this process is the log's only
-    writer) from the stored last values, and stored by the record callback.
-    Serials are dense unless an entry is refused inside the record callback
+    writer) from the stored last values, and stored with the log entry.
+    Serials are dense unless an entry is refused inside the transaction
     (a race with a member change, for example): its serial is given back
     when no later one was handed out meanwhile, otherwise it stays unused.
 
@@ -54,9 +67,9 @@ Caches (no per-request database round trip on the bulk path)
     The decoded latest catalog (its version re-checked at most every
     ``catalog_check_seconds``), node regions, and member rows. A cached
     member is used only to *accept*; any refusal re-reads the row first, and
-    the record callback re-checks the row inside the transaction, so a
-    stale cache can never admit what the database refuses. Idempotency
-    lookups of concurrent requests are coalesced into one query.
+    the group check re-reads the row inside the transaction, so a
+    stale cache can never admit what the database refuses. Grade decisions
+    are cached per catalog release.
 
 Status (:meth:`Issuance.set_status`, :meth:`Issuance.status`, :meth:`Issuance.watch`)
     Admins suspend, revoke or reinstate a dataset id (a revoked id is never
@@ -75,7 +88,7 @@ import hashlib
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -92,14 +105,15 @@ from provex.errors import (
     PermissionDenied,
     ProvexError,
     ResourceExhausted,
+    Unavailable,
 )
-from provex.grading import DatasetProfile, Grade, GradeDecision, check_registrable
-from provex.ids import DATASET_ID_MAX_SERIAL, CreditCode, DatasetId
+from provex.grading import DatasetProfile, Grade, check_registrable
+from provex.ids import DATASET_ID_MAX_SERIAL, CreditCode, DatasetId, iso7064_mod11_2
 from provex.timestamps import to_timestamp, utc_now
 from provex.v1 import catalog_pb2, common_pb2, dataset_pb2, registry_pb2
 from registry.db import Database
 from registry.publication import Publisher, checkpoint_size
-from registry.transparency import LogReader
+from registry.transparency import LogReader, insert_rows
 
 __all__ = (
     "BULK_WINDOW",
@@ -133,6 +147,8 @@ WATCH_PAGE = 256
 
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
 _LOOKUP_CHUNK = 400
+_GRADING_CACHE = 4096
+"""Distinct grading inputs whose decision is kept (per catalog release)."""
 
 
 class SubjectKind(StrEnum):
@@ -201,9 +217,30 @@ def _dataset_id(text: str, field: str) -> str:
 
 
 def request_digest(dataset: dataset_pb2.DatasetDescription, dataset_id: str) -> bytes:
-    """SHA-256 of a normalized request: what an idempotency key is bound to."""
-    canonical = registry_pb2.RegisterDatasetRequest(dataset=dataset, dataset_id=dataset_id)
-    return hashlib.sha256(canonical.SerializeToString(deterministic=True)).digest()
+    """SHA-256 of a normalized request: what an idempotency key is bound to.
+
+    The bytes hashed are the deterministic serialization of
+    ``RegisterDatasetRequest(dataset=dataset, dataset_id=dataset_id)``
+    (fields 2 and 3), encoded here without copying ``dataset`` into one.
+    """
+    body = dataset.SerializeToString(deterministic=True)
+    digest = hashlib.sha256(b"\x12")
+    digest.update(_varint(len(body)))
+    digest.update(body)
+    if dataset_id:
+        text = dataset_id.encode("utf-8")
+        digest.update(b"\x1a" + _varint(len(text)) + text)
+    return digest.digest()
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative int."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _prepare(request: registry_pb2.RegisterDatasetRequest) -> _Prepared:
@@ -217,41 +254,43 @@ def _prepare(request: registry_pb2.RegisterDatasetRequest) -> _Prepared:
         raise InvalidArgument("dataset is required")
     dataset = dataset_pb2.DatasetDescription()
     dataset.CopyFrom(request.dataset)
-    if not dataset.holder:
+    holder = dataset.holder
+    if not holder:
         raise InvalidArgument("dataset.holder is required (the holder's credit code)")
-    dataset.holder = _credit_code(dataset.holder, "dataset.holder")
-    if not dataset.title.strip() or len(dataset.title) > MAX_TITLE:
+    canonical = _credit_code(holder, "dataset.holder")
+    if canonical != holder:
+        dataset.holder = canonical
+    title = dataset.title
+    if len(title) > MAX_TITLE or not title.strip():
+        raise InvalidArgument(f"dataset.title must be 1..{MAX_TITLE} characters, got {len(title)}")
+    size = len(dataset.description)
+    if size > MAX_DESCRIPTION:
         raise InvalidArgument(
-            f"dataset.title must be 1..{MAX_TITLE} characters, got {len(dataset.title)}"
+            f"dataset.description must be at most {MAX_DESCRIPTION:,} characters, got {size:,}"
         )
-    if len(dataset.description) > MAX_DESCRIPTION:
+    codes = tuple(dataset.categories)
+    if not 1 <= len(codes) <= MAX_CATEGORIES:
         raise InvalidArgument(
-            f"dataset.description must be at most {MAX_DESCRIPTION:,} characters, "
-            f"got {len(dataset.description):,}"
+            f"dataset.categories must list 1..{MAX_CATEGORIES} catalog codes, got {len(codes)}"
         )
-    if not 1 <= len(dataset.categories) <= MAX_CATEGORIES:
-        raise InvalidArgument(
-            f"dataset.categories must list 1..{MAX_CATEGORIES} catalog codes, "
-            f"got {len(dataset.categories)}"
-        )
-    if len(dataset.content_digest) != 32:
-        raise InvalidArgument(
-            f"dataset.content_digest must be 32 bytes (SHA-256), got {len(dataset.content_digest)}"
-        )
+    size = len(dataset.content_digest)
+    if size != 32:
+        raise InvalidArgument(f"dataset.content_digest must be 32 bytes (SHA-256), got {size}")
     if dataset.size_bytes == 0:
         raise InvalidArgument("dataset.size_bytes must be greater than 0")
     personal = dataset.personal_info
-    if personal.sensitive_individuals > personal.individuals:
+    individuals, sensitive = personal.individuals, personal.sensitive_individuals
+    if sensitive > individuals:
         raise InvalidArgument(
             "dataset.personal_info.sensitive_individuals "
-            f"({personal.sensitive_individuals:,}) must not exceed individuals "
-            f"({personal.individuals:,})"
+            f"({sensitive:,}) must not exceed individuals ({individuals:,})"
         )
-    if not dataset.lawful_source.strip():
+    lawful_source = dataset.lawful_source
+    if not lawful_source.strip():
         raise FailedPrecondition(
             "missing evidence: lawful source statement (dataset.lawful_source is empty)"
         )
-    if len(dataset.lawful_source) > MAX_LAWFUL_SOURCE:
+    if len(lawful_source) > MAX_LAWFUL_SOURCE:
         raise InvalidArgument(
             f"dataset.lawful_source must be at most {MAX_LAWFUL_SOURCE:,} characters"
         )
@@ -263,29 +302,42 @@ def _prepare(request: registry_pb2.RegisterDatasetRequest) -> _Prepared:
                 f"missing evidence: data rights (dataset.rights.{name} is empty; "
                 "all three rights must name their holder's credit code)"
             )
-        setattr(rights, name, _credit_code(value, f"dataset.rights.{name}"))
-    if len(dataset.derived_from) > MAX_DERIVED_FROM:
+        canonical = _credit_code(value, f"dataset.rights.{name}")
+        if canonical != value:
+            setattr(rights, name, canonical)
+    derived = dataset.derived_from
+    if len(derived) > MAX_DERIVED_FROM:
         raise InvalidArgument(
-            f"dataset.derived_from may list at most {MAX_DERIVED_FROM} datasets, "
-            f"got {len(dataset.derived_from)}"
+            f"dataset.derived_from may list at most {MAX_DERIVED_FROM} datasets, got {len(derived)}"
         )
-    sources = [_dataset_id(text, "dataset.derived_from") for text in dataset.derived_from]
-    if len(set(sources)) != len(sources):
-        raise InvalidArgument("dataset.derived_from lists a dataset twice")
-    del dataset.derived_from[:]
-    dataset.derived_from.extend(sources)
-    if dataset.language and not _LANGUAGE.fullmatch(dataset.language):
+    sources: list[str] = []
+    if derived:
+        given = list(derived)
+        sources = [_dataset_id(text, "dataset.derived_from") for text in given]
+        if len(set(sources)) != len(sources):
+            raise InvalidArgument("dataset.derived_from lists a dataset twice")
+        if sources != given:
+            del derived[:]
+            derived.extend(sources)
+    language = dataset.language
+    if language and not _LANGUAGE.fullmatch(language):
         raise InvalidArgument(
-            f"dataset.language must be a BCP 47 tag such as zh or en, got {dataset.language!r}"
+            f"dataset.language must be a BCP 47 tag such as zh or en, got {language!r}"
         )
     dataset_id = _dataset_id(request.dataset_id, "dataset_id") if request.dataset_id else ""
     if dataset_id and dataset_id in sources:
         raise InvalidArgument(f"dataset.derived_from: {dataset_id} cannot derive from itself")
+    categories = _categories(codes)
+    return _Prepared(key, dataset, dataset_id, request_digest(dataset, dataset_id), categories)
+
+
+@lru_cache(maxsize=4096)
+def _categories(codes: tuple[str, ...]) -> tuple[str, ...]:
+    """Validated category codes (cached: a few category sets cover most registrations)."""
     try:
-        categories = DatasetProfile(tuple(dataset.categories)).categories
+        return DatasetProfile(codes).categories
     except InvalidArgument as error:
         raise InvalidArgument(f"dataset.categories: {error}") from None
-    return _Prepared(key, dataset, dataset_id, request_digest(dataset, dataset_id), categories)
 
 
 def _check_reason(reason: str) -> str:
@@ -332,19 +384,53 @@ class _DatasetRow:
 
 
 class _KeyTaken(Exception):
-    """Raised by a record callback: the idempotency key was stored meanwhile."""
+    """A group check's refusal: the idempotency key was stored meanwhile."""
 
     def __init__(self, stored: _Stored) -> None:
         super().__init__(f"idempotency key used meanwhile for {stored.dataset_id}")
         self.stored = stored
 
 
-def _member_row(conn: sqlite3.Connection, holder: str) -> _Member | None:
-    row = conn.execute(
-        "SELECT node_id, status, length(security_officer) > 0 FROM members WHERE credit_code = ?",
-        (holder,),
-    ).fetchone()
-    return None if row is None else _Member(str(row[0]), str(row[1]), bool(row[2]))
+@dataclass(frozen=True, slots=True)
+class _Grading:
+    """A grade decision as a certificate states it."""
+
+    grade: Grade
+    value: common_pb2.Grade.ValueType
+    reasons: tuple[str, ...]
+
+
+_GradingKey = tuple[tuple[str, ...], int, int, tuple[Grade, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """A chunk's registration that passed the in-memory checks: its id, version and grade."""
+
+    position: int
+    prepared: _Prepared
+    dataset_id: str
+    version: int
+    grade: Grade
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A unary registration waiting for its group: its answer and its key's claim."""
+
+    prepared: _Prepared
+    result: asyncio.Future[common_pb2.Bundle]
+    slot: tuple[str, str]
+    done: asyncio.Future[None]
+
+
+@dataclass(frozen=True)
+class _ChunkFacts:
+    """What a chunk's checks read from the database, in one query function."""
+
+    stored: dict[tuple[str, str], _Stored]
+    source_grades: dict[str, int]
+    datasets: dict[str, _DatasetRow]
 
 
 def _latest_status(
@@ -397,6 +483,69 @@ def _check_owner(
     return row
 
 
+def _in_chunks(
+    conn: sqlite3.Connection, sql: str, values: Sequence[str], prefix: Sequence[str] = ()
+) -> Iterator[tuple[object, ...]]:
+    """Rows of ``sql`` (``{marks}`` stands for the placeholders) for ``values``, in chunks."""
+    for start in range(0, len(values), _LOOKUP_CHUNK):
+        chunk = values[start : start + _LOOKUP_CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        yield from conn.execute(sql.format(marks=marks), [*prefix, *chunk])
+
+
+def _member_rows(conn: sqlite3.Connection, holders: Sequence[str]) -> dict[str, _Member]:
+    """Member rows of several holders (absent: not a member)."""
+    sql = (
+        "SELECT credit_code, node_id, status, length(security_officer) > 0 FROM members "
+        "WHERE credit_code IN ({marks})"
+    )
+    return {
+        str(code): _Member(str(node_id), str(status), bool(officer))
+        for code, node_id, status, officer in _in_chunks(conn, sql, holders)
+    }
+
+
+def _dataset_rows(conn: sqlite3.Connection, dataset_ids: Sequence[str]) -> dict[str, _DatasetRow]:
+    """Dataset rows (with their current status) of several ids (absent: unknown id)."""
+    found: dict[str, _DatasetRow] = {}
+    for dataset_id in dataset_ids:
+        row = _dataset_row(conn, dataset_id)
+        if row is not None:
+            found[dataset_id] = row
+    return found
+
+
+def _chunk_facts(
+    conn: sqlite3.Connection,
+    node_id: str,
+    keys: Sequence[str],
+    sources: Sequence[str],
+    dataset_ids: Sequence[str],
+) -> _ChunkFacts:
+    """A chunk's idempotency rows, source grades and re-registered datasets."""
+    stored = _lookup_keys(conn, [(node_id, key) for key in keys])
+    sql = "SELECT dataset_id, grade FROM datasets WHERE dataset_id IN ({marks})"
+    grades = {
+        str(dataset_id): int(str(grade)) for dataset_id, grade in _in_chunks(conn, sql, sources)
+    }
+    return _ChunkFacts(stored, grades, _dataset_rows(conn, dataset_ids))
+
+
+def _certificate_rows(
+    conn: sqlite3.Connection, wanted: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], tuple[bytes, int]]:
+    """Stored certificates ``(dataset_id, version) -> (envelope, log_index)``."""
+    found: dict[tuple[str, int], tuple[bytes, int]] = {}
+    for dataset_id, version in wanted:
+        row = conn.execute(
+            "SELECT envelope, log_index FROM certificates WHERE dataset_id = ? AND version = ?",
+            (dataset_id, version),
+        ).fetchone()
+        if row is not None:
+            found[dataset_id, version] = (bytes(row[0]), int(row[1]))
+    return found
+
+
 def _lookup_keys(
     conn: sqlite3.Connection, keys: list[tuple[str, str]]
 ) -> dict[tuple[str, str], _Stored]:
@@ -421,43 +570,6 @@ def _lookup_keys(
     return found
 
 
-class _CoalescedLookup:
-    """Idempotency lookups of concurrent requests, answered by one query per round."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._waiting: dict[tuple[str, str], asyncio.Future[_Stored | None]] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    async def get(self, node_id: str, key: str) -> _Stored | None:
-        """The stored row of ``(node_id, key)``, or None."""
-        future = self._waiting.get((node_id, key))
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._waiting[node_id, key] = future
-            if self._task is None:
-                self._task = asyncio.create_task(self._drain())
-        return await asyncio.shield(future)
-
-    async def _drain(self) -> None:
-        try:
-            await asyncio.sleep(0)  # Let this round's requests arrive.
-            while self._waiting:
-                batch, self._waiting = self._waiting, {}
-                try:
-                    found = await self._db.run(partial(_lookup_keys, keys=list(batch)))
-                except Exception as error:
-                    for future in batch.values():
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                for pair, future in batch.items():
-                    if not future.done():
-                        future.set_result(found.get(pair))
-        finally:
-            self._task = None
-
-
 # ---------------------------------------------------------------- issuance
 
 
@@ -470,11 +582,115 @@ def _internal(error: BaseException) -> ProvexError:
     return ProvexError("internal error; the registry logged the details")
 
 
+def _new_dataset_id(region: str, year: int, serial: int) -> str:
+    """``str(DatasetId(region, year, serial))`` of an allocated serial (prefix checked once)."""
+    _check_id_prefix(region, year)
+    digits = f"{region}{year:04d}{serial:07d}"
+    return f"{region}-{year:04d}-{serial:07d}-{iso7064_mod11_2(digits)}"
+
+
+@lru_cache(maxsize=256)
+def _check_id_prefix(region: str, year: int) -> None:
+    DatasetId(region, year, 1)  # Raises for a region or year no dataset id may have.
+
+
+def _key_reused(prepared: _Prepared, stored: _Stored) -> AlreadyExists:
+    return AlreadyExists(
+        f"idempotency key {prepared.key} was used for a different request "
+        f"(it registered {stored.dataset_id} version {stored.version})"
+    )
+
+
+def _check_planned(
+    conn: sqlite3.Connection, *, node_id: str, planned: Sequence[_Planned]
+) -> list[Exception | None]:
+    """Re-check a chunk's registrations in its log transaction: one verdict each.
+
+    What may have changed since the in-memory checks: the idempotency keys,
+    the holders' member rows, the re-registered datasets' owner, status and
+    latest version. A refused registration gets no log entry and no rows.
+    """
+    taken = _lookup_keys(conn, [(node_id, entry.prepared.key) for entry in planned])
+    members = _member_rows(conn, sorted({entry.prepared.dataset.holder for entry in planned}))
+    datasets = _dataset_rows(
+        conn, sorted({entry.dataset_id for entry in planned if entry.version > 1})
+    )
+    latest: dict[str, int] = {}
+    verdicts: list[Exception | None] = []
+    for entry in planned:
+        stored = taken.get((node_id, entry.prepared.key))
+        if stored is not None:
+            verdicts.append(_KeyTaken(stored))
+            continue
+        holder = entry.prepared.dataset.holder
+        try:
+            _check_member(members.get(holder), holder, node_id, entry.grade)
+            if entry.version > 1:
+                row = _check_owner(
+                    datasets.get(entry.dataset_id), entry.dataset_id, node_id, holder
+                )
+                if entry.version <= latest.get(entry.dataset_id, row.latest_version):
+                    raise AlreadyExists(
+                        f"dataset {entry.dataset_id} version {entry.version} exists already"
+                    )
+                latest[entry.dataset_id] = entry.version
+        except ProvexError as error:
+            verdicts.append(error)
+            continue
+        verdicts.append(None)
+    return verdicts
+
+
+def _write_planned(
+    conn: sqlite3.Connection,
+    indexes: Sequence[int | None],
+    envelopes: Sequence[bytes],
+    *,
+    node_id: str,
+    planned: Sequence[_Planned],
+) -> None:
+    """The rows of a chunk's logged registrations: one statement per table."""
+    keys: list[tuple[str, str, bytes, str, int]] = []
+    new: list[tuple[str, str, str, int, int]] = []
+    versions: list[tuple[int, int, str]] = []
+    certificates: list[tuple[str, int, int, bytes]] = []
+    for entry, index, envelope in zip(planned, indexes, envelopes, strict=True):
+        if index is None:
+            continue
+        prepared = entry.prepared
+        keys.append((node_id, prepared.key, prepared.digest, entry.dataset_id, entry.version))
+        if entry.version == 1:
+            new.append((entry.dataset_id, node_id, prepared.dataset.holder, 1, int(entry.grade)))
+        else:
+            versions.append((entry.version, int(entry.grade), entry.dataset_id))
+        certificates.append((entry.dataset_id, entry.version, index, envelope))
+    insert_rows(
+        conn,
+        "INSERT INTO idempotency (node_id, idempotency_key, request_sha256, dataset_id, "
+        "version) VALUES",
+        keys,
+    )
+    insert_rows(
+        conn,
+        "INSERT INTO datasets (dataset_id, node_id, holder, latest_version, grade) VALUES",
+        new,
+    )
+    conn.executemany(
+        "UPDATE datasets SET latest_version = ?, grade = ? WHERE dataset_id = ?", versions
+    )
+    insert_rows(
+        conn,
+        "INSERT INTO certificates (dataset_id, version, log_index, envelope) VALUES",
+        certificates,
+    )
+
+
 class Issuance:
     """Registers datasets, answers certificates, and makes and serves status statements.
 
-    Reads go to ``reader_db`` (read-only); every write is a record callback
-    of :meth:`Publisher.publish`, in the log entry's own transaction. One
+    Reads go to ``reader_db`` (read-only); every write happens in a log
+    batch's transaction (:meth:`Publisher.publish_group` for certificates,
+    a record callback of :meth:`Publisher.publish` for statements). One
     instance per registry process (it allocates serials): see
     ``registry.server``, which makes it once for both ports.
     """
@@ -500,10 +716,15 @@ class Issuance:
         self._catalog_lock = asyncio.Lock()
         self._nodes: dict[str, _Node] = {}
         self._members: dict[str, _Member] = {}
-        self._keys = _CoalescedLookup(reader_db)
         self._inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._waiting: dict[str, list[_Waiting]] = {}  # Unary registrations for the next group.
+        self._flush_scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._runners: dict[str, asyncio.Task[None]] = {}
         self._serials: dict[tuple[str, int], int] = {}
         self._versions: dict[str, int] = {}
+        self._gradings: dict[_GradingKey, _Grading | tuple[type[ProvexError], str]] = {}
+        self._gradings_release: Release | None = None
         self._status_changed = asyncio.Event()
         self._closing = False
 
@@ -564,21 +785,57 @@ class Issuance:
             raise PermissionDenied(f"node {node_id} is {node.status}")
         return node
 
-    async def _check_holder(self, holder: str, node_id: str, grade: Grade) -> None:
-        """Accept from the cache; before refusing, re-read the member row."""
-        cached = self._members.get(holder)
-        if cached is not None:
+    async def _refresh_members(self, wanted: list[tuple[str, Grade]], node_id: str) -> None:
+        """Re-read (one query) every holder the member cache does not accept for its grade."""
+        stale: set[str] = set()
+        for holder, grade in wanted:
+            cached = self._members.get(holder)
+            if cached is None:
+                stale.add(holder)
+                continue
             try:
                 _check_member(cached, holder, node_id, grade)
-                return
             except ProvexError:
-                pass
-        member = await self._db.run(partial(_member_row, holder=holder))
-        if member is None:
-            self._members.pop(holder, None)
-        else:
-            self._members[holder] = member
-        _check_member(member, holder, node_id, grade)
+                stale.add(holder)
+        if not stale:
+            return
+        rows = await self._db.run(partial(_member_rows, holders=sorted(stale)))
+        for holder in stale:
+            member = rows.get(holder)
+            if member is None:
+                self._members.pop(holder, None)
+            else:
+                self._members[holder] = member
+
+    def _grading(
+        self, release: Release, prepared: _Prepared, source_grades: tuple[Grade, ...]
+    ) -> _Grading:
+        """The grade decision of a registration (refusals raise); cached per release and input."""
+        if self._gradings_release is not release:
+            self._gradings.clear()
+            self._gradings_release = release
+        personal = prepared.dataset.personal_info
+        key = (
+            prepared.profile_categories,
+            personal.individuals,
+            personal.sensitive_individuals,
+            source_grades,
+        )
+        cached = self._gradings.get(key)
+        if cached is None:
+            try:
+                profile = DatasetProfile(key[0], key[1], key[2], source_grades)
+                decision = check_registrable(profile, release.catalog, release.rules)
+                reasons = tuple(line.strip() for line in decision.explain().splitlines())
+                cached = _Grading(decision.grade, _grade_value(decision.grade), reasons)
+            except ProvexError as error:
+                cached = (type(error), str(error))
+            if len(self._gradings) >= _GRADING_CACHE:
+                self._gradings.clear()
+            self._gradings[key] = cached
+        if isinstance(cached, tuple):
+            raise cached[0](cached[1])
+        return cached
 
     # ------------------------------------------------------------ registration
 
@@ -586,25 +843,100 @@ class Issuance:
         self, node_id: str, request: registry_pb2.RegisterDatasetRequest
     ) -> common_pb2.Bundle:
         """Register (or re-register) a dataset for ``node_id``; the certificate's bundle."""
-        prepared = _prepare(request)
+        return await self._register_alone(node_id, _prepare(request))
+
+    async def _register_alone(self, node_id: str, prepared: _Prepared) -> common_pb2.Bundle:
+        """Register one validated request once no other registration of its key is running.
+
+        The request joins the group of the unary registrations that reach
+        this point in the same event-loop turn (:meth:`_flush`): they are
+        registered together like a bulk chunk. Its key stays claimed until
+        that group is answered, even if this caller is cancelled meanwhile.
+        """
         slot = (node_id, prepared.key)
         while (running := self._inflight.get(slot)) is not None:
             await asyncio.shield(running)  # Same key in flight: wait, then see what it stored.
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
         self._inflight[slot] = done
+        result: asyncio.Future[common_pb2.Bundle] = loop.create_future()
+        self._waiting.setdefault(node_id, []).append(_Waiting(prepared, result, slot, done))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await result
+
+    def _flush(self) -> None:
+        """Start a group runner for each node with waiting unary requests and none running."""
+        self._flush_scheduled = False
+        for node_id in self._waiting:
+            if node_id not in self._runners:
+                self._runners[node_id] = asyncio.create_task(self._run_groups(node_id))
+
+    async def _run_groups(self, node_id: str) -> None:
+        """Register a node's waiting unary requests, a group at a time, until none wait.
+
+        The next group starts once the previous one is handed to the log (it
+        waits for durability on its own), so under load a group gathers
+        every request that arrived meanwhile: one lookup and one log group
+        for all of them.
+        """
         try:
-            return await self._register(node_id, prepared)
+            loop = asyncio.get_running_loop()
+            while items := self._waiting.pop(node_id, None):
+                submitted: asyncio.Future[None] = loop.create_future()
+                task = asyncio.create_task(self._register_waiting(node_id, items, submitted))
+                self._flushes.add(task)
+                task.add_done_callback(self._flushes.discard)
+                await submitted
         finally:
-            del self._inflight[slot]
-            done.set_result(None)
+            del self._runners[node_id]
+
+    async def _register_waiting(
+        self, node_id: str, items: list[_Waiting], submitted: asyncio.Future[None]
+    ) -> None:
+        """Register one group of unary requests (distinct keys); answer and release each."""
+        try:
+            prepared = [item.prepared for item in items]
+            outcomes = await self._register_batch(node_id, prepared, submitted)
+        except BaseException as error:
+            failure = error if isinstance(error, Exception) else Unavailable("registry stopping")
+            for item in items:
+                if not item.result.done():
+                    item.result.set_exception(failure)
+            if not isinstance(error, Exception):
+                raise
+        else:
+            for item, outcome in zip(items, outcomes, strict=True):
+                if item.result.done():  # The caller gave up; its registration went ahead.
+                    continue
+                if isinstance(outcome, common_pb2.Bundle):
+                    item.result.set_result(outcome)
+                else:
+                    item.result.set_exception(outcome)
+        finally:
+            if not submitted.done():
+                submitted.set_result(None)
+            for item in items:
+                del self._inflight[item.slot]
+                item.done.set_result(None)
 
     async def register_chunk(
         self, node_id: str, requests: Sequence[registry_pb2.RegisterDatasetRequest]
     ) -> list[ChunkOutcome]:
-        """Register every request of one bulk chunk at once; ``(key, bundle or refusal)`` each.
+        """Register every request of one bulk chunk as a unit; ``(key, bundle or refusal)`` each.
 
-        The chunk's registrations share log batches; a refusal answers its own
-        request only. Raises InvalidArgument for a chunk of a bad size.
+        Every request is validated; the first request of each idempotency key
+        (not being registered elsewhere at the moment) goes into one unit:
+        one idempotency lookup, grades from the cache, one member re-read for
+        the holders the cache does not accept, certificates signed in one
+        loop and logged as one group of one log batch (one statement per
+        table, no per-entry savepoint, no per-entry task). Repeated keys are
+        then registered one by one after it, as separate calls would be: the
+        same request answers the same certificate, a different one
+        ALREADY_EXISTS. A refusal answers its own request only; nothing is
+        answered before it is durable. Raises InvalidArgument for a chunk of
+        a bad size.
         """
         if not 1 <= len(requests) <= MAX_BULK_CHUNK:
             raise InvalidArgument(
@@ -612,19 +944,64 @@ class Issuance:
                 f"got {len(requests)}"
             )
 
-        async def outcome(
-            request: registry_pb2.RegisterDatasetRequest,
-        ) -> common_pb2.Bundle | ProvexError:
+        outcomes: list[common_pb2.Bundle | ProvexError | None] = [None] * len(requests)
+        prepared: list[_Prepared | None] = [None] * len(requests)
+        for position, request in enumerate(requests):
             try:
-                return await self.register(node_id, request)
+                prepared[position] = _prepare(request)
             except ProvexError as error:
-                return error
+                outcomes[position] = error
             except Exception as error:
-                return _internal(error)
+                outcomes[position] = _internal(error)
+        # The first request of each key not in flight elsewhere goes into the chunk's batch;
+        # repeated keys follow one by one afterwards, as separate registrations would.
+        batch: list[int] = []
+        later: dict[str, list[int]] = {}
+        claimed: list[tuple[str, str]] = []
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for position, item in enumerate(prepared):
+            if item is None:
+                continue
+            slot = (node_id, item.key)
+            if item.key in later or slot in self._inflight:
+                later.setdefault(item.key, []).append(position)
+                continue
+            later[item.key] = []
+            self._inflight[slot] = done
+            claimed.append(slot)
+            batch.append(position)
+        try:
+            items = [item for item in (prepared[position] for position in batch) if item]
+            try:
+                answers = await self._register_batch(node_id, items) if items else []
+            except ProvexError as error:
+                answers = [error] * len(batch)
+            except Exception as error:
+                answers = [_internal(error)] * len(batch)
+            for position, answer in zip(batch, answers, strict=True):
+                outcomes[position] = answer
+        finally:
+            for slot in claimed:
+                del self._inflight[slot]
+            done.set_result(None)
 
-        outcomes = await asyncio.gather(*(outcome(request) for request in requests))
-        pairs = zip(requests, outcomes, strict=True)
-        return [(request.idempotency_key, item) for request, item in pairs]
+        async def one_by_one(positions: list[int]) -> None:
+            for position in positions:
+                item = prepared[position]
+                assert item is not None
+                try:
+                    outcomes[position] = await self._register_alone(node_id, item)
+                except ProvexError as error:
+                    outcomes[position] = error
+                except Exception as error:
+                    outcomes[position] = _internal(error)
+
+        await asyncio.gather(*(one_by_one(positions) for positions in later.values() if positions))
+        results: list[ChunkOutcome] = []
+        for request, outcome in zip(requests, outcomes, strict=True):
+            assert outcome is not None
+            results.append((request.idempotency_key, outcome))
+        return results
 
     async def register_many(
         self,
@@ -661,69 +1038,165 @@ class Issuance:
                 if item is not None:
                     item.cancel()
 
-    async def _register(self, node_id: str, prepared: _Prepared) -> common_pb2.Bundle:
-        stored = await self._keys.get(node_id, prepared.key)
-        if stored is not None:
-            return await self._answer_stored(prepared, stored)
-        node = await self._node(node_id)
-        dataset = prepared.dataset
-        release = await self.release()
-        source_grades = await self._source_grades(list(dataset.derived_from))
-        existing: _DatasetRow | None = None
-        if prepared.dataset_id:
-            existing = _check_owner(
-                await self._db.run(partial(_dataset_row, dataset_id=prepared.dataset_id)),
-                prepared.dataset_id,
-                node_id,
-                dataset.holder,
-            )
-        profile = DatasetProfile(
-            prepared.profile_categories,
-            individuals=dataset.personal_info.individuals,
-            sensitive_individuals=dataset.personal_info.sensitive_individuals,
-            source_grades=source_grades,
-        )
-        decision = check_registrable(profile, release.catalog, release.rules)
-        await self._check_holder(dataset.holder, node_id, decision.grade)
-        issued_at = self._clock().astimezone(UTC)
-        if existing is None:
-            serial_key = (node.region_code, issued_at.year)
-            serial = await self._next_serial(serial_key)
-            dataset_id = str(DatasetId(node.region_code, issued_at.year, serial))
-            version = 1
-        else:
-            dataset_id = prepared.dataset_id
-            version = max(self._versions.get(dataset_id, 0), existing.latest_version) + 1
-            self._versions[dataset_id] = version
-        certificate = dataset_pb2.DatasetCertificate(
-            dataset_id=dataset_id,
-            version=version,
-            node_id=node_id,
-            dataset=dataset,
-            grade=_grade_value(decision.grade),
-            grade_reasons=[line.strip() for line in decision.explain().splitlines()],
-            catalog_version=release.catalog.version,
-            issued_at=to_timestamp(issued_at),
-        )
-        record = partial(
-            self._record_certificate,
-            node_id=node_id,
-            prepared=prepared,
-            dataset_id=dataset_id,
-            version=version,
-            decision=decision,
-        )
-        try:
-            return await self._publisher.publish(certificate, record)
-        except _KeyTaken as taken:
-            self._give_back(node.region_code, issued_at.year, dataset_id, version)
-            return await self._answer_stored(prepared, taken.stored)
-        except ProvexError:
-            self._give_back(node.region_code, issued_at.year, dataset_id, version)
-            self._members.pop(dataset.holder, None)  # The record's re-check disagreed.
-            raise
+    async def _register_batch(
+        self,
+        node_id: str,
+        items: list[_Prepared],
+        submitted: asyncio.Future[None] | None = None,
+    ) -> list[common_pb2.Bundle | ProvexError]:
+        """Register validated requests with distinct keys as one unit (see :meth:`register_chunk`).
 
-    async def _next_serial(self, key: tuple[str, int]) -> int:
+        ``submitted``, if given, is resolved once the group's ids are
+        allocated and it is about to be queued for the log.
+
+        One query function reads every idempotency row, source grade and
+        re-registered dataset; grades come from the cache; the certificates
+        are signed in one loop and logged as one group of one batch whose
+        rows are written with one statement per table.
+        """
+        outcomes: list[common_pb2.Bundle | ProvexError | None] = [None] * len(items)
+        node = await self._node(node_id)
+        release = await self.release()
+        facts = await self._db.run(
+            partial(
+                _chunk_facts,
+                node_id=node_id,
+                keys=[item.key for item in items],
+                sources=sorted({s for item in items for s in item.dataset.derived_from}),
+                dataset_ids=sorted({item.dataset_id for item in items if item.dataset_id}),
+            )
+        )
+        stored: list[tuple[int, _Stored]] = []
+        graded: list[tuple[int, _Grading, _DatasetRow | None]] = []
+        for position, item in enumerate(items):
+            found = facts.stored.get((node_id, item.key))
+            if found is not None:
+                stored.append((position, found))
+                continue
+            try:
+                grades: list[Grade] = []
+                for source in item.dataset.derived_from:
+                    grade = facts.source_grades.get(source)
+                    if grade is None:
+                        raise NotFound(f"dataset.derived_from: dataset {source} does not exist")
+                    grades.append(Grade(grade))
+                existing = None
+                if item.dataset_id:
+                    existing = _check_owner(
+                        facts.datasets.get(item.dataset_id),
+                        item.dataset_id,
+                        node_id,
+                        item.dataset.holder,
+                    )
+                graded.append((position, self._grading(release, item, tuple(grades)), existing))
+            except ProvexError as error:
+                outcomes[position] = error
+        await self._refresh_members(
+            [(items[position].dataset.holder, grading.grade) for position, grading, _ in graded],
+            node_id,
+        )
+        issued_at = self._clock().astimezone(UTC)
+        serial_key = (node.region_code, issued_at.year)
+        if any(existing is None for _, _, existing in graded):
+            await self._load_serial(serial_key)
+        timestamp = to_timestamp(issued_at)
+        planned: list[_Planned] = []
+        certificates: list[dataset_pb2.DatasetCertificate] = []
+        for position, grading, existing in graded:
+            item = items[position]
+            holder = item.dataset.holder
+            try:
+                _check_member(self._members.get(holder), holder, node_id, grading.grade)
+                if existing is None:
+                    serial = self._take_serial(serial_key)
+                    dataset_id = _new_dataset_id(node.region_code, issued_at.year, serial)
+                    version = 1
+                else:
+                    dataset_id = item.dataset_id
+                    version = max(self._versions.get(dataset_id, 0), existing.latest_version) + 1
+                    self._versions[dataset_id] = version
+            except ProvexError as error:
+                outcomes[position] = error
+                continue
+            planned.append(_Planned(position, item, dataset_id, version, grading.grade))
+            certificates.append(
+                dataset_pb2.DatasetCertificate(
+                    dataset_id=dataset_id,
+                    version=version,
+                    node_id=node_id,
+                    dataset=item.dataset,
+                    grade=grading.value,
+                    grade_reasons=grading.reasons,
+                    catalog_version=release.catalog.version,
+                    issued_at=timestamp,
+                )
+            )
+        if submitted is not None and not submitted.done():
+            submitted.set_result(None)  # The next group may start: this one is queued below.
+        if planned:
+            try:
+                answers = await self._publisher.publish_group(
+                    certificates,
+                    partial(_check_planned, node_id=node_id, planned=planned),
+                    partial(_write_planned, node_id=node_id, planned=planned),
+                )
+            except Exception:  # Nothing was stored: give the ids back. (Not when cancelled:
+                # the group is queued and may still be logged.)
+                for entry in reversed(planned):
+                    self._give_back(
+                        node.region_code, issued_at.year, entry.dataset_id, entry.version
+                    )
+                raise
+            for entry, answer in reversed(list(zip(planned, answers, strict=True))):
+                if isinstance(answer, common_pb2.Bundle):
+                    outcomes[entry.position] = answer
+                    continue
+                self._give_back(node.region_code, issued_at.year, entry.dataset_id, entry.version)
+                if isinstance(answer, _KeyTaken):
+                    stored.append((entry.position, answer.stored))
+                elif isinstance(answer, ProvexError):
+                    outcomes[entry.position] = answer
+                    # The re-check disagreed: forget the cached member row.
+                    self._members.pop(entry.prepared.dataset.holder, None)
+                else:
+                    outcomes[entry.position] = _internal(answer)
+        if stored:
+            answered = await self._answer_stored_many([(items[p], found) for p, found in stored])
+            for (position, _), answer in zip(stored, answered, strict=True):
+                outcomes[position] = answer
+        results: list[common_pb2.Bundle | ProvexError] = []
+        for outcome in outcomes:
+            assert outcome is not None
+            results.append(outcome)
+        return results
+
+    async def _answer_stored_many(
+        self, pairs: list[tuple[_Prepared, _Stored]]
+    ) -> list[common_pb2.Bundle | ProvexError]:
+        """:meth:`_answer_stored` for many keys: one read of the certificates, one of the proofs."""
+        wanted = [
+            (found.dataset_id, found.version)
+            for prepared, found in pairs
+            if found.digest == prepared.digest
+        ]
+        rows = await self._db.run(partial(_certificate_rows, wanted=wanted))
+        bundles = await self._publisher.bundles_for([rows[pair] for pair in wanted if pair in rows])
+        proved = dict(zip([pair for pair in wanted if pair in rows], bundles, strict=True))
+        answers: list[common_pb2.Bundle | ProvexError] = []
+        for prepared, found in pairs:
+            pair = (found.dataset_id, found.version)
+            if found.digest != prepared.digest:
+                answers.append(_key_reused(prepared, found))
+            elif pair in proved:
+                answers.append(proved[pair])
+            else:
+                answers.append(
+                    NotFound(f"dataset {found.dataset_id} version {found.version} does not exist")
+                )
+        return answers
+
+    async def _load_serial(self, key: tuple[str, int]) -> None:
+        """Read the last serial of a region and year once (then it is counted in memory)."""
         if key not in self._serials:
 
             def read(conn: sqlite3.Connection) -> int:
@@ -737,6 +1210,9 @@ class Issuance:
 
             last = await self._db.run(read)
             self._serials.setdefault(key, last)  # Another task may have loaded it meanwhile.
+
+    def _take_serial(self, key: tuple[str, int]) -> int:
+        """The next serial of a loaded region and year."""
         serial = self._serials[key] + 1
         if serial > DATASET_ID_MAX_SERIAL:
             raise ResourceExhausted(f"region {key[0]} has used every dataset serial of {key[1]}")
@@ -751,82 +1227,6 @@ class Issuance:
                 self._serials[region, year] = serial - 1
         elif self._versions.get(dataset_id) == version:
             self._versions[dataset_id] = version - 1
-
-    async def _source_grades(self, sources: list[str]) -> tuple[Grade, ...]:
-        if not sources:
-            return ()
-
-        def read(conn: sqlite3.Connection) -> dict[str, int]:
-            marks = ", ".join("?" for _ in sources)
-            rows = conn.execute(
-                f"SELECT dataset_id, grade FROM datasets WHERE dataset_id IN ({marks})", sources
-            )
-            return {str(dataset_id): int(grade) for dataset_id, grade in rows}
-
-        grades = await self._db.run(read)
-        for source in sources:
-            if source not in grades:
-                raise NotFound(f"dataset.derived_from: dataset {source} does not exist")
-        return tuple(Grade(grades[source]) for source in sources)
-
-    async def _answer_stored(self, prepared: _Prepared, stored: _Stored) -> common_pb2.Bundle:
-        if stored.digest != prepared.digest:
-            raise AlreadyExists(
-                f"idempotency key {prepared.key} was used for a different request "
-                f"(it registered {stored.dataset_id} version {stored.version})"
-            )
-        return await self.certificate_bundle(stored.dataset_id, stored.version)
-
-    def _record_certificate(
-        self,
-        conn: sqlite3.Connection,
-        log_index: int,
-        envelope: bytes,
-        *,
-        node_id: str,
-        prepared: _Prepared,
-        dataset_id: str,
-        version: int,
-        decision: GradeDecision,
-    ) -> None:
-        """The certificate's rows, in its log entry's transaction (database thread)."""
-        try:
-            conn.execute(
-                "INSERT INTO idempotency (node_id, idempotency_key, request_sha256, dataset_id, "
-                "version) VALUES (?, ?, ?, ?, ?)",
-                (node_id, prepared.key, prepared.digest, dataset_id, version),
-            )
-        except sqlite3.IntegrityError:
-            found = _lookup_keys(conn, [(node_id, prepared.key)])
-            raise _KeyTaken(found[node_id, prepared.key]) from None
-        holder = prepared.dataset.holder
-        grade = int(decision.grade)
-        if version == 1:
-            # One statement: the dataset row, only if the holder is (still) an active member of
-            # the node with a security officer when the data is important.
-            inserted = conn.execute(
-                "INSERT INTO datasets (dataset_id, node_id, holder, latest_version, grade) "
-                "SELECT ?, ?, ?, 1, ? FROM members WHERE credit_code = ? AND node_id = ? "
-                "AND status = 'active' AND (? < 2 OR length(security_officer) > 0)",
-                (dataset_id, node_id, holder, grade, holder, node_id, grade),
-            )
-            if inserted.rowcount != 1:
-                _check_member(_member_row(conn, holder), holder, node_id, decision.grade)
-                raise FailedPrecondition(f"holder {holder} may not register this dataset")
-        else:
-            _check_member(_member_row(conn, holder), holder, node_id, decision.grade)
-            row = _check_owner(_dataset_row(conn, dataset_id), dataset_id, node_id, holder)
-            if version <= row.latest_version:
-                raise AlreadyExists(f"dataset {dataset_id} version {version} exists already")
-            conn.execute(
-                "UPDATE datasets SET latest_version = ?, grade = ? WHERE dataset_id = ?",
-                (version, grade, dataset_id),
-            )
-        conn.execute(
-            "INSERT INTO certificates (dataset_id, version, log_index, envelope) "
-            "VALUES (?, ?, ?, ?)",
-            (dataset_id, version, log_index, envelope),
-        )
 
     # ------------------------------------------------------------ certificates and status
 

@@ -345,6 +345,48 @@ async def test_bulk_stream_answers_every_item_in_order(federation: Federation) -
     assert len(ids) == count - 10
 
 
+async def test_bulk_retries_repeats_and_versions_answer_like_unary_calls(
+    federation: Federation,
+) -> None:
+    first = [registration(f"again-{n}", description(3000 + n)) for n in range(40)]
+    known = federation.verify(await register(federation, registration("v-0", description(3999))))
+    repeated = [
+        registration("again-0", description(3000)),  # Same key, same request.
+        registration("again-1", description(3100)),  # Same key, another request.
+        registration("pair", description(3200)),
+        registration("pair", description(3200)),  # Repeated inside one chunk.
+        registration("v-1", description(3300), known.dataset_id),
+        registration("v-2", description(3301), known.dataset_id),
+    ]
+
+    async def requests() -> AsyncIterator[registry_pb2.RegisterDatasetsRequest]:
+        yield registry_pb2.RegisterDatasetsRequest(registrations=first)
+        yield registry_pb2.RegisterDatasetsRequest(registrations=first)  # A retried chunk.
+        yield registry_pb2.RegisterDatasetsRequest(registrations=repeated)
+
+    async with federation.channel(federation.node) as channel:
+        stub = registry_pb2_grpc.CertificateServiceStub(channel)
+        responses = [r async for r in stub.RegisterDatasets(requests(), timeout=60)]
+    original, retried, mixed = ([r for r in response.results] for response in responses)
+    for before, after in zip(original, retried, strict=True):
+        assert after.certificate.envelope == before.certificate.envelope
+        federation.verify(after.certificate)
+    unary = await register(federation, first[5])
+    assert unary.envelope == original[5].certificate.envelope
+    assert mixed[0].certificate.envelope == original[0].certificate.envelope
+    assert mixed[1].error.code == grpc.StatusCode.ALREADY_EXISTS.value[0]
+    assert "idempotency key again-1 was used for a different request" in mixed[1].error.message
+    assert mixed[2].certificate.envelope == mixed[3].certificate.envelope
+    versions = [federation.verify(mixed[i].certificate) for i in (4, 5)]
+    assert [(c.dataset_id, c.version) for c in versions] == [
+        (known.dataset_id, 2),
+        (known.dataset_id, 3),
+    ]
+    verified = run_cli("log", "verify", "--state", federation.registry.state, "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert json.loads(verified.stdout)["ok"] is True
+
+
 async def test_an_empty_bulk_chunk_is_refused(federation: Federation) -> None:
     async def requests() -> AsyncIterator[registry_pb2.RegisterDatasetsRequest]:
         yield registry_pb2.RegisterDatasetsRequest()
