@@ -28,7 +28,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) deploy/federation.py $(DEMO_ARGS)
 
+# The console test (tests/integration/test_console.py) drives Debian's Chromium; installed once.
 test: $(STAMP)
+	@test -x /usr/bin/chromium || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	$(PY) -m pytest
 
 $(BUF):

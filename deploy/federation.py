@@ -21,11 +21,17 @@ mutual TLS exactly as in production:
 7. an export to Hong Kong of personal information (1.2 million people) is
    refused until the registry issues an export permit, then goes through,
    declared and counted;
-8. the registry suspends one certificate and the Shenzhen node suspends its
+8. a holder of important data without a current risk assessment has its
+   dataset (and listing) suspended federation-wide; its report, filed
+   through the node and accepted by Guangdong's provincial supervisor,
+   reinstates it (and that supervisor cannot read Shanghai's reports);
+9. the registry suspends one certificate and the Shenzhen node suspends its
    listing on its own within seconds;
-9. the supervisors' view: trade statistics, the price index and every
-   supervisory action with who took it;
-10. ``provex-registry log verify`` recomputes the whole transparency log.
+10. the supervisors' view: trade statistics, the price index and every
+    supervisory action with who took it;
+11. Shanghai audits the registry's whole log (``provex-node audit``): every
+    entry's signature, and the tree's root against the checkpoint it verified;
+12. ``provex-registry log verify`` recomputes the log at the registry.
 
 The federation then keeps running until Ctrl-C (or exits at once with
 ``--exit-after-walkthrough``), and every process is stopped with SIGTERM.
@@ -47,6 +53,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +63,7 @@ from provex.envelope import Envelope
 from provex.identity import channel_credentials
 from provex.ids import CreditCode
 from provex.rpc import wait_for_endpoints
+from provex.timestamps import to_timestamp
 from provex.v1 import (
     common_pb2,
     dataset_pb2,
@@ -184,6 +192,8 @@ class Federation:
     async def start(self, name: str, *command: str | Path, state: Path) -> dict[str, Any]:
         (state / "run" / "endpoints.json").unlink(missing_ok=True)
         env = dict(os.environ)
+        # The walkthrough shows a lapse within seconds rather than the default minute.
+        env.setdefault("PROVEX_REGISTRY_RISK_LAPSE_CHECK_SECONDS", "2")
         log = (state / "serve.log").open("ab")
         process = await asyncio.create_subprocess_exec(
             *map(str, command), stdout=asyncio.subprocess.DEVNULL, stderr=log, env=env
@@ -208,10 +218,10 @@ class Federation:
                 code = await process.wait()
             say(f"  {name} stopped (exit {code})")
 
-    def admin(self) -> grpc.aio.Channel:
-        """A channel to the registry's federation port as its admin alice."""
+    def admin(self, name: str = "alice") -> grpc.aio.Channel:
+        """A channel to the registry's federation port as one of its admins (alice)."""
         endpoints = self.registry_endpoints
-        folder = self.workdir / "registry" / "admins" / "alice"
+        folder = self.workdir / "registry" / "admins" / name
         credentials = channel_credentials(
             Path(endpoints["ca_certificate"]).read_bytes(),
             (folder / "cert.pem").read_bytes(),
@@ -235,6 +245,18 @@ async def bring_up(federation: Federation) -> None:
     say("1. The national registry")
     run(BIN / "provex-registry", "init", "--state", registry)
     run(BIN / "provex-registry", "admin", "add", "alice", "--role", "admin", "--state", registry)
+    run(
+        BIN / "provex-registry",
+        "admin",
+        "add",
+        "gd-supervisor",
+        "--role",
+        "supervisor",
+        "--region",
+        "44",
+        "--state",
+        registry,
+    )
     federation.registry_endpoints = await federation.start(
         "registry",
         BIN / "provex-registry",
@@ -472,7 +494,7 @@ async def _wait_for_peers(operator: node_pb2_grpc.OperatorServiceStub) -> None:
 
 
 async def supervise(federation: Federation, listed: dict[str, list[str]]) -> None:
-    say("8. The registry suspends a certificate; the Shenzhen node follows within seconds")
+    say("9. The registry suspends a certificate; the Shenzhen node follows within seconds")
     async with federation.operator("gd-szde") as channel:
         operator = node_pb2_grpc.OperatorServiceStub(channel)
         listing = (
@@ -776,7 +798,7 @@ async def export(federation: Federation) -> None:
 
 
 async def statistics(federation: Federation) -> None:
-    say("9. What the national supervisors see")
+    say("10. What the national supervisors see")
     async with federation.admin() as channel:
         supervision = supervision_pb2_grpc.SupervisionServiceStub(channel)
         rows = (
@@ -816,8 +838,157 @@ async def statistics(federation: Federation) -> None:
             )
 
 
+MAPPING_HOLDER = (_code("440100", "MA5G0002"), "广州市测绘地理信息有限公司")
+"""A Guangzhou holder of important data (surveying and mapping)."""
+
+
+async def _dataset_status(operator: node_pb2_grpc.OperatorServiceStub, dataset_id: str) -> int:
+    record = await operator.GetDataset(
+        node_pb2.GetDatasetRequest(dataset_id=dataset_id), timeout=DEADLINE
+    )
+    return int(record.dataset.status)
+
+
+async def _listing_state(operator: node_pb2_grpc.OperatorServiceStub, listing_id: str) -> int:
+    listing = await operator.GetListing(
+        node_pb2.GetListingRequest(listing_id=listing_id), timeout=DEADLINE
+    )
+    return int(listing.listing.state)
+
+
+async def risk_assessment(federation: Federation) -> None:
+    say("8. Important data needs a current risk assessment of its holder")
+    holder, name = MAPPING_HOLDER
+    async with (
+        federation.operator("gd-gzde") as channel,
+        federation.admin("gd-supervisor") as supervisor_channel,
+    ):
+        operator = node_pb2_grpc.OperatorServiceStub(channel)
+        await operator.AddMember(
+            node_pb2.AddMemberRequest(
+                member=registry_pb2.Member(
+                    credit_code=holder,
+                    name=name,
+                    region_code="440100",
+                    security_officer=registry_pb2.SecurityOfficer(
+                        name="陈安全", title="数据安全负责人", phone="+86 20 8888 0001"
+                    ),
+                )
+            ),
+            timeout=DEADLINE,
+        )
+        record = await _certified(
+            operator,
+            node_pb2.SubmitDatasetRequest(
+                idempotency_key="gd-gzde-mapping",
+                dataset=description(
+                    holder,
+                    "广州市 1:2000 地形图 / Guangzhou 1:2000 topographic maps",
+                    "城区地形、道路与建筑轮廓。Terrain, roads and building outlines.",
+                    "geo.mapping",
+                ),
+            ),
+        )
+        say(
+            f"  gd-gzde: {name} certified {record.dataset_id}, graded IMPORTANT; "
+            "it has filed no risk assessment"
+        )
+        listing_id = ""
+        try:
+            created = await operator.CreateListing(
+                node_pb2.CreateListingRequest(
+                    listing=market_pb2.Listing(
+                        dataset_id=record.dataset_id,
+                        price=common_pb2.Money(fen=5_000_000),
+                        pricing_model=market_pb2.PRICING_MODEL_ONE_TIME,
+                        licence=market_pb2.LicenceTerms(purposes=["urban planning"], term_days=365),
+                        delivery=market_pb2.DELIVERY_METHOD_FILE,
+                    )
+                ),
+                timeout=DEADLINE,
+            )
+            listing_id = created.listing.listing_id
+            await operator.SetListingState(
+                node_pb2.SetListingStateRequest(
+                    listing_id=listing_id, state=market_pb2.LISTING_STATE_LISTED
+                ),
+                timeout=DEADLINE,
+            )
+            say(f"  gd-gzde: listing {listing_id} LISTED")
+        except grpc.aio.AioRpcError as error:
+            say(f"  gd-gzde: not listed ({error.details()})")
+        started = time.monotonic()
+        while await _dataset_status(operator, record.dataset_id) != common_pb2.STATUS_SUSPENDED:
+            if time.monotonic() - started > 30:
+                raise SystemExit("the registry's lapse check did not suspend the dataset")
+            await asyncio.sleep(0.2)
+        shown = f", listing {listing_id} " if listing_id else " "
+        if listing_id:
+            state = market_pb2.ListingState.Name(await _listing_state(operator, listing_id))
+            shown += state.removeprefix("LISTING_STATE_")
+        say(
+            f"  registry: no current accepted risk assessment -> {record.dataset_id} suspended "
+            f"federation-wide by a logged statement; on gd-gzde: dataset SUSPENDED{shown}"
+        )
+        filed = await operator.SubmitRiskAssessment(
+            node_pb2.SubmitRiskAssessmentRequest(
+                idempotency_key="mapping-risk-2025",
+                assessment=supervision_pb2.RiskAssessment(
+                    holder=holder,
+                    period_start=to_timestamp(datetime(2025, 1, 1, tzinfo=UTC)),
+                    period_end=to_timestamp(datetime(2025, 12, 31, tzinfo=UTC)),
+                    data=[supervision_pb2.AssessedData(category="geo.mapping", records=2_400_000)],
+                    processing="stored and processed in a certified facility in Guangzhou",
+                    risks="disclosure of building outlines of sensitive sites",
+                    measures="desensitised outlines, access review, encryption at rest",
+                    report_digest=hashlib.sha256(b"2025 risk assessment report").digest(),
+                ),
+            ),
+            timeout=DEADLINE,
+        )
+        assessment_id = filed.assessment.assessment_id
+        say(f"  gd-gzde: risk assessment {assessment_id} for 2025 filed through the node")
+        supervision = supervision_pb2_grpc.SupervisionServiceStub(supervisor_channel)
+        await supervision.ReviewRiskAssessment(
+            supervision_pb2.ReviewRiskAssessmentRequest(
+                assessment_id=assessment_id, accept=True, reason="measures adequate"
+            ),
+            timeout=DEADLINE,
+        )
+        say("  registry: Guangdong's provincial supervisor accepts it (a logged decision)")
+        started = time.monotonic()
+        while await _dataset_status(operator, record.dataset_id) != common_pb2.STATUS_ACTIVE:
+            if time.monotonic() - started > 30:
+                raise SystemExit("the accepted report did not reinstate the dataset")
+            await asyncio.sleep(0.2)
+        if listing_id:
+            await operator.SetListingState(
+                node_pb2.SetListingStateRequest(
+                    listing_id=listing_id, state=market_pb2.LISTING_STATE_LISTED
+                ),
+                timeout=DEADLINE,
+            )
+        say(
+            f"  gd-gzde: {record.dataset_id} reinstated after "
+            f"{time.monotonic() - started:.2f} s"
+            + (f"; listing {listing_id} LISTED again" if listing_id else "")
+        )
+        try:
+            await supervision.ListRiskAssessments(
+                supervision_pb2.ListRiskAssessmentsRequest(region_prefix="31"), timeout=DEADLINE
+            )
+        except grpc.aio.AioRpcError as error:
+            say(f"  Guangdong's supervisor asking for Shanghai's reports: {error.code().name}")
+
+
+async def province_audit(federation: Federation) -> None:
+    say("11. Shanghai audits the registry's whole log against the checkpoint it verified")
+    out = run(BIN / "provex-node", "audit", "--state", federation.workdir / "sh-sde")
+    say("  " + out.strip())
+
+
 async def audit(federation: Federation) -> None:
-    say("10. Anyone can recompute the transparency log")
+    say("12. The registry recomputes its own log")
     registry = federation.workdir / "registry"
     say("  " + run(BIN / "provex-registry", "log", "verify", "--state", registry).strip())
 
@@ -831,10 +1002,29 @@ async def main(workdir: Path, exit_after: bool) -> None:
         await trade(federation, listed)
         await refuse_core_data(federation)
         await export(federation)
+        await risk_assessment(federation)
         await supervise(federation, listed)
         await statistics(federation)
+        await province_audit(federation)
         await audit(federation)
         say(f"State directories, logs and endpoints: {workdir}")
+        console = federation.registry_endpoints.get("console")
+        if console:
+            admin = workdir / "registry" / "admins" / "alice"
+            say(
+                f"Supervision console: https://{console}/ (client certificate "
+                f"{admin / 'cert.pem'}, key {admin / 'key.pem'})"
+            )
+        metrics = [
+            f"{name} http://{endpoints['metrics']}/metrics"
+            for name, endpoints in (
+                ("registry", federation.registry_endpoints),
+                *federation.node_endpoints.items(),
+            )
+            if endpoints.get("metrics")
+        ]
+        if metrics:
+            say("Prometheus metrics: " + ", ".join(metrics))
         if not exit_after:
             say("The federation keeps running; press Ctrl-C to stop it.")
             stopping = asyncio.Event()

@@ -11,6 +11,7 @@
     provex-node contract request|decide|show|list ...   provex-node risk submit ...
     provex-node search TEXT [filters]        provex-node federated-search TEXT [filters]
     provex-node outbox                       provex-node status
+    provex-node audit                        provex-node backup|restore ...
 
 Operator commands talk to the running node's operator port (found through
 ``<state>/run/endpoints.json``) with the operator certificate ``init`` made.
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -34,17 +34,18 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 import provex
-from node import datasets, listings
+from node import audit, datasets, listings
 from node.blobs import BlobStore
 from node.config import NodeConfig, load_config
 from node.delivery import RETRYING
 from node.enrollment import enroll
 from node.search import TOTAL_CAP
 from node.server import serve
-from node.state import StateLayout, init_state
+from node.state import StateLayout, init_state, require_enrolled
 from provex import backup
 from provex.errors import InvalidArgument, ProvexError
 from provex.identity import channel_credentials
+from provex.logs import configure_logging
 from provex.rpc import raise_for_rpc_error
 from provex.timestamps import utc_now
 from provex.v1 import (
@@ -95,6 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("--registry-ca", type=Path, required=True, help="federation CA (PEM)")
     join.add_argument("--peer-endpoint", help="host:port peers dial (default: peer_listen)")
 
+    with_state(
+        commands.add_parser(
+            "audit",
+            help="audit the registry's transparency log against this node's checkpoint",
+            description="Download every entry of the registry's log up to the latest checkpoint "
+            "this node verified, check each entry's signature against the trust root, recompute "
+            "the Merkle tree and compare its root with the checkpoint's. Exit 0 when the history "
+            "holds, 1 when it does not (the problems are named). The node should have run "
+            "(`serve`) long enough to have verified a checkpoint.",
+        )
+    )
     backup.add_commands(commands, "provex-node")
     run = with_state(commands.add_parser("serve", help="run the node until SIGTERM"))
     run.add_argument("--peer-listen", help="host:port (port 0 picks a free one)")
@@ -260,6 +272,35 @@ def _as_json(message: Message) -> dict[str, Any]:
 
 def _read_text(value: str) -> str:
     return Path(value[1:]).read_text().strip() if value.startswith("@") else value
+
+
+def _audit_progress(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    print(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} entries",
+        end="",
+        file=sys.stderr,
+    )
+    if done >= total:
+        print(file=sys.stderr)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    progress = None if args.json else _audit_progress
+    report = asyncio.run(audit.audit_state(args.state, _config(args), progress=progress))
+    kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(report.entries_by_type.items()))
+    if report.ok:
+        text = (
+            f"log audited: {report.tree_size} entries ({kinds}) verified; the tree's root equals "
+            f"the checkpoint's {report.root_hash[:16]}…"
+        )
+    else:
+        text = f"log audit FAILED ({report.problem_count} problems):\n  " + "\n  ".join(
+            report.problems
+        )
+    _print(args, report.to_json(), text)
+    return 0 if report.ok else 1
 
 
 def _enroll(args: argparse.Namespace) -> int:
@@ -728,17 +769,17 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "enroll":
         return _enroll(args)
+    if args.command == "audit":
+        return _audit(args)
     if args.command in ("backup", "restore"):
         summary, text = backup.run_command(args, "node")
         _print(args, summary, text)
         return 0
     if args.command == "serve":
-        logging.basicConfig(
-            level=logging.INFO,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        )
-        asyncio.run(serve(args.state, _config(args)))
+        config = _config(args)
+        node_id = require_enrolled(args.state).node_id
+        configure_logging(config.log_format, service="node", instance=node_id)
+        asyncio.run(serve(args.state, config))
         return 0
     if args.command is None:
         build_parser().print_help()

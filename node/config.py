@@ -38,6 +38,11 @@ class NodeConfig:
     directory_refresh_seconds: float = 5.0
     checkpoint_poll_seconds: float = 2.0
     grace_seconds: float = 10.0
+    # Prometheus metrics over plain HTTP at /metrics (provex.metrics; deploy/ALERTS.md).
+    # Loopback by default; port 0 picks a free one (endpoints.json names it); empty: off.
+    metrics_listen: str = "127.0.0.1:0"
+    # Logs of `serve` on stderr: "json" (one object per line, provex.logs) or "text".
+    log_format: str = "json"
     # Delivery (node.delivery). The seller sends chunks of this size; 0 rate: no throttle
     # (a positive rate, bytes per second, is for tests and for sharing a thin uplink).
     delivery_chunk_bytes: int = 256 * 1024

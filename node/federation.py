@@ -23,6 +23,7 @@ import grpc
 from node.registry_link import Peer
 from provex.errors import ProvexError
 from provex.identity import TlsMaterial, node_server_name, tls_channel_options
+from provex.logs import outbound_interceptors
 from provex.v1 import market_pb2, node_pb2, node_pb2_grpc
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ class PeerDialer:
         self._tls = tls
         self._trust_domain = trust_domain
         self._channels: dict[tuple[str, str], tuple[grpc.aio.Channel, PeerServiceAsyncStub]] = {}
+        # Peers the last federated search could not reach, with the reason (node.metrics).
+        self.unreachable: dict[str, str] = {}
 
     def stub(self, peer: Peer) -> PeerServiceAsyncStub:
         """A PeerService stub for ``peer`` at its current endpoint."""
@@ -51,6 +54,7 @@ class PeerDialer:
                 peer.endpoint,
                 self._tls.channel_credentials(),
                 options=tls_channel_options(node_server_name(self._trust_domain, peer.node_id)),
+                interceptors=outbound_interceptors(),  # Calls carry x-request-id.
             )
             dialed = channel, node_pb2_grpc.PeerServiceStub(channel)
             self._channels[slot] = dialed
@@ -141,6 +145,7 @@ async def fan_out(
                 node_pb2.UnansweredPeer(node_id=peer.node_id, reason=_reason(outcome))
             )
             continue
+        dialer.unreachable.pop(peer.node_id, None)
         result.answered.append(peer.node_id)
         groups.append(outcome.hits)
         if compare is not None and outcome.checkpoint:
@@ -153,5 +158,7 @@ async def fan_out(
                 continue
             if verdict == "split_view":
                 result.split_view.append(peer.node_id)
+    for silent in result.unanswered:
+        dialer.unreachable[silent.node_id] = silent.reason
     result.hits = merge_hits(groups, limit)
     return result

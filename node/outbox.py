@@ -66,6 +66,7 @@ from functools import partial
 import grpc
 
 from provex.errors import AlreadyExists, InvalidArgument, NotFound, ProvexError, error_for_status
+from provex.logs import current_request_id, request_scope
 from provex.storage import Database
 from provex.timestamps import to_timestamp, utc_now
 from provex.v1 import node_pb2
@@ -552,6 +553,10 @@ class _Outcome:
     retry: str | None = None
 
 
+MAX_ORIGINS = 10_000
+"""Most request ids remembered for pending items (beyond it, their calls get fresh ids)."""
+
+
 class OutboxWorker:
     """Delivers pending outbox items with their kind's handler; see the module docstring.
 
@@ -619,6 +624,8 @@ class OutboxWorker:
         # Keys whose attempt ended while a scan ran: that scan's view of them may be stale.
         self._ended_during_scan: set[str] = set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        # The request id of the call waiting for a pending item: its registry call carries it.
+        self._origins: dict[str, str] = {}
 
     def add_kind(
         self,
@@ -700,10 +707,14 @@ class OutboxWorker:
         """
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, []).append(waiter)
+        origin = current_request_id()
+        if origin is not None and len(self._origins) < MAX_ORIGINS:
+            self._origins[key] = origin  # Before the worker can start the item's call.
         try:
             self.wake()
             item = await self._db.run(partial(_existing_item, key=key))
             if item.state != PENDING or timeout <= 0:
+                self._origins.pop(key, None)
                 return item
             try:
                 async with asyncio.timeout(timeout):
@@ -812,8 +823,9 @@ class OutboxWorker:
     async def _call(self, row: OutboxItemRow) -> _Outcome:
         handler = self._handlers[row.kind]
         try:
-            async with asyncio.timeout(self._attempt_timeout):
-                result = await handler(row.key, row.payload)
+            with request_scope(self._origins.pop(row.key, None)):
+                async with asyncio.timeout(self._attempt_timeout):
+                    result = await handler(row.key, row.payload)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():

@@ -22,6 +22,7 @@ import grpc
 
 from node import outbox
 from provex.identity import TlsMaterial
+from provex.logs import outbound_interceptors
 from provex.rpc import error_for_rpc_error
 from provex.storage import Database
 from provex.v1 import common_pb2, registry_pb2, registry_pb2_grpc, supervision_pb2_grpc
@@ -62,7 +63,11 @@ class RegistryLink:
     def __init__(self, address: str, tls: TlsMaterial, deadline: float) -> None:
         self._address = address
         self._deadline = deadline
-        self._channel = grpc.aio.secure_channel(address, tls.channel_credentials())
+        self._channel = grpc.aio.secure_channel(
+            address,
+            tls.channel_credentials(),
+            interceptors=outbound_interceptors(),  # Calls carry x-request-id.
+        )
         self.members = registry_pb2_grpc.MemberServiceStub(self._channel)
         self.certificates = registry_pb2_grpc.CertificateServiceStub(self._channel)
         self.directory = registry_pb2_grpc.DirectoryServiceStub(self._channel)

@@ -30,4 +30,5 @@ MIGRATIONS: tuple[Migration, ...] = (
         2, "contracts and member freezes", "\n".join((trading.SCHEMA, members.FREEZES_SCHEMA))
     ),
     Migration(3, "deliveries", delivery.SCHEMA),
+    Migration(4, "catalog releases kept by the node", trading.CATALOG_SCHEMA),
 )

@@ -30,15 +30,17 @@ from node.blobs import BlobStore
 from node.config import NodeConfig
 from node.federation import PeerDialer
 from node.instance import NodeInstance
+from node.metrics import NodeMetrics
 from node.registry_link import RegistryLink, refresh_directory_forever
 from node.schema import MIGRATIONS
 from node.services.operator import OperatorService
 from node.services.peer import PeerService
-from node.state import StateLayout, load_signing_key, require_enrolled
+from node.state import StateLayout, load_signing_key, load_trust_root_chain, require_enrolled
 from node.sync import CheckpointKeeper, StatusFollower
-from provex import trust
 from provex.checkpoint import CosignatureSigner
 from provex.identity import TlsMaterial
+from provex.logs import RequestIdInterceptor
+from provex.metrics import MetricsHttpServer, ServerMetrics, serve_metrics
 from provex.rpc import (
     ErrorInterceptor,
     add_health_and_reflection,
@@ -61,12 +63,14 @@ class RunningNode:
     instance: NodeInstance
     tasks: tuple[asyncio.Task[None], ...]
     endpoints: dict[str, Any]
+    # The /metrics endpoint (provex.metrics), unless metrics_listen is empty.
+    metrics_http: MetricsHttpServer | None = None
 
 
-def _server(config: NodeConfig) -> grpc.aio.Server:
+def _server(config: NodeConfig, metrics: ServerMetrics, port: str) -> grpc.aio.Server:
     limit = config.max_message_bytes
     return grpc.aio.server(
-        interceptors=[ErrorInterceptor()],
+        interceptors=[RequestIdInterceptor(), metrics.interceptor(port), ErrorInterceptor()],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 4 * limit),
@@ -74,23 +78,13 @@ def _server(config: NodeConfig) -> grpc.aio.Server:
     )
 
 
-def _load_trust_root(layout: StateLayout, digest: str) -> trust.SignedTrustRoot:
-    """The pinned first trust root and every later version on disk, verified in order."""
-    now = utc_now()
-    pinned = trust.load_trust_root(layout.trust_root(1).read_bytes(), digest, now)
-    newer = []
-    version = 2
-    while layout.trust_root(version).exists():
-        newer.append(layout.trust_root(version).read_bytes())
-        version += 1
-    return trust.verify_chain(pinned, newer, now)
-
-
 async def start(state_dir: Path, config: NodeConfig) -> RunningNode:
     """Open storage, start the background work and both servers; write endpoints.json."""
     identity = require_enrolled(state_dir)
+    metrics = ServerMetrics("node", identity.node_id)
+    metrics_http = await serve_metrics(metrics, config.metrics_listen)
     layout = StateLayout(state_dir)
-    root = _load_trust_root(layout, identity.trust_root_digest).root
+    root = load_trust_root_chain(layout, identity.trust_root_digest).root
     federation = TlsMaterial(
         layout.federation_ca.read_bytes(), layout.tls_cert.read_bytes(), layout.tls_key.read_bytes()
     )
@@ -165,7 +159,12 @@ async def start(state_dir: Path, config: NodeConfig) -> RunningNode:
         layout.operator_server_cert.read_bytes(),
         layout.operator_server_key.read_bytes(),
     )
-    peer_server = _server(config)
+    NodeMetrics(
+        metrics,
+        instance,
+        {"federation": layout.tls_cert, "operator_server": layout.operator_server_cert},
+    )
+    peer_server = _server(config, metrics, "peer")
     node_pb2_grpc.add_PeerServiceServicer_to_server(
         PeerService(instance, identity.trust_domain), peer_server
     )
@@ -174,7 +173,7 @@ async def start(state_dir: Path, config: NodeConfig) -> RunningNode:
     peer_port = peer_server.add_secure_port(
         config.peer_listen, federation.server_credentials(require_client_auth=True)
     )
-    operator_server = _server(config)
+    operator_server = _server(config, metrics, "operator")
     node_pb2_grpc.add_OperatorServiceServicer_to_server(
         OperatorService(instance, identity.operator_trust_domain), operator_server
     )
@@ -200,6 +199,12 @@ async def start(state_dir: Path, config: NodeConfig) -> RunningNode:
             ),
             name="provex-directory",
         ),
+        asyncio.create_task(
+            instance.trades.follow_catalog(
+                lambda: follower.catalog_version, trading.CATALOG_FOLLOW_SECONDS
+            ),
+            name="provex-catalog",
+        ),
     )
     endpoints: dict[str, Any] = {
         "service": "node",
@@ -213,13 +218,19 @@ async def start(state_dir: Path, config: NodeConfig) -> RunningNode:
         "operator_key": str(layout.operator_key),
         "trust_domain": identity.trust_domain,
     }
+    running = RunningNode((peer_server, operator_server), instance, tasks, endpoints)
+    running.metrics_http = metrics_http
+    if metrics_http is not None:
+        endpoints["metrics"] = metrics_http.address
     write_endpoints(state_dir, endpoints)
-    return RunningNode((peer_server, operator_server), instance, tasks, endpoints)
+    return running
 
 
 async def stop(state_dir: Path, running: RunningNode, grace: float) -> None:
     """Drain calls, stop background work, close channels and storage."""
     remove_endpoints(state_dir)
+    if running.metrics_http is not None:
+        await running.metrics_http.stop()
     await asyncio.gather(*(server.stop(grace) for server in running.servers))
     for task in running.tasks:
         task.cancel()

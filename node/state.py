@@ -29,10 +29,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node.config import CONFIG_FILE, NodeConfig, render_config
-from provex import ids, pki
+from provex import ids, pki, trust
 from provex.errors import FailedPrecondition
 from provex.identity import SpiffeId
 from provex.keyfiles import ed25519_to_pem, load_ed25519, write_public, write_secret
+from provex.timestamps import utc_now
 
 OPERATOR_CA_VALIDITY = timedelta(days=3650)
 OPERATOR_CERT_VALIDITY = timedelta(days=825)
@@ -216,3 +217,15 @@ def load_signing_key(state_dir: Path) -> Ed25519PrivateKey:
 def enrolled_identity(identity: Identity, **changes: str) -> Identity:
     """``identity`` with the fields enrollment learns."""
     return replace(identity, **changes)
+
+
+def load_trust_root_chain(layout: StateLayout, digest: str) -> trust.SignedTrustRoot:
+    """The pinned first trust root and every later version on disk, verified in order."""
+    now = utc_now()
+    pinned = trust.load_trust_root(layout.trust_root(1).read_bytes(), digest, now)
+    newer = []
+    version = 2
+    while layout.trust_root(version).exists():
+        newer.append(layout.trust_root(version).read_bytes())
+        version += 1
+    return trust.verify_chain(pinned, newer, now)

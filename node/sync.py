@@ -31,6 +31,7 @@ includes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
@@ -334,6 +335,10 @@ class CheckpointKeeper:
         self._loaded = False
         self._lock = asyncio.Lock()
         self._retry_submission = False
+        # For the metrics (node.metrics): when a poll last found the kept checkpoint current
+        # (time.time(); None: never), and the tree size the registry last showed, signed.
+        self.polled_at: float | None = None
+        self.registry_size = 0
 
     # ------------------------------------------------------------ state
 
@@ -540,6 +545,8 @@ class CheckpointKeeper:
             )
         except grpc.aio.AioRpcError as error:
             raise error_for_rpc_error(error, "registry (GetCheckpoint)") from None
+        with contextlib.suppress(ProvexError):  # observe() says what is wrong with it.
+            self.registry_size = self.verify(response.checkpoint).size
         observation = await self.observe(response.checkpoint)
         if observation.outcome is Outcome.OLDER:
             detail = (
@@ -549,6 +556,7 @@ class CheckpointKeeper:
             )
             await self._alarm(AlarmKind.ROLLBACK, detail, "", response.checkpoint)
             raise VerificationError(detail)
+        self.polled_at = time.time()
         return observation
 
     async def run(self, interval: float, *, max_backoff: float = 60.0) -> None:
@@ -681,6 +689,7 @@ class StatusFollower:
         self._loaded = False
         self._progressed = False
         self._changed = asyncio.Condition()
+        self.following = False  # A WatchStatus stream is open (for the metrics).
 
     async def load(self) -> None:
         """Read the stored position (done by :meth:`run` if not called before)."""
@@ -750,9 +759,11 @@ class StatusFollower:
         request = registry_pb2.WatchStatusRequest(after_log_index=self._position, follow=True)
         call = self._stub().WatchStatus(request, timeout=self._stream_seconds)
         try:
+            self.following = True
             async for response in call:
                 await self._handle(response)
         finally:
+            self.following = False
             call.cancel()
 
     async def _handle(self, response: registry_pb2.WatchStatusResponse) -> None:

@@ -152,6 +152,19 @@ CREATE TABLE risk_assessments (
 );
 """
 
+CATALOG_SCHEMA = """
+-- Catalog releases verified by this node (serialized provex.v1.Bundle of the signed
+-- CatalogRelease), so its cross-border rules hold while the registry is unreachable.
+CREATE TABLE catalog_releases (
+    version   INTEGER PRIMARY KEY,
+    release   BLOB NOT NULL,
+    stored_at TEXT NOT NULL
+);
+"""
+
+CATALOG_FOLLOW_SECONDS = 5.0
+"""How often the node compares the announced catalog version with the one it keeps."""
+
 REPORT_KIND = "report_trade"
 RISK_KIND = "file_risk_assessment"
 NOTIFY_KIND = "contract_notify"
@@ -801,7 +814,11 @@ class Trading:
         return key
 
     async def catalog_release(self) -> Release:
-        """The registry's latest catalog release, verified offline (see the module docstring)."""
+        """The registry's latest catalog release, verified offline (see the module docstring).
+
+        Every newer release verified is also stored (``catalog_releases``), so a
+        node restarted while the registry is unreachable enforces the last one.
+        """
         loop = asyncio.get_running_loop()
         async with self._release_lock:
             kept = self._release
@@ -812,35 +829,85 @@ class Trading:
                     registry_pb2.GetCatalogRequest(version=0), timeout=self._link.deadline
                 )
             except grpc.aio.AioRpcError as error:
-                if kept is not None and error.code() in UNREACHABLE_CODES:
-                    log.warning(
-                        "registry unreachable (%s): enforcing catalog version %d",
-                        error.code().name,
-                        kept.catalog.version,
-                    )
-                    return kept
+                if error.code() in UNREACHABLE_CODES:
+                    if kept is None:
+                        kept = await self._stored_release()
+                    if kept is not None:
+                        self._release = kept
+                        log.warning(
+                            "registry unreachable (%s): enforcing catalog version %d",
+                            error.code().name,
+                            kept.catalog.version,
+                        )
+                        return kept
                 raise error_for_rpc_error(error, "the registry (GetCatalog)") from None
-            try:
-                message = bundles.verify_bundle(
-                    answer.release, self._root, catalog_pb2.CatalogRelease
-                ).document
-            except VerificationError as error:
-                raise Unavailable(
-                    f"the registry's catalog release does not verify against the trust root: "
-                    f"{error}; the cross-border rules cannot be checked"
-                ) from None
+            message = self._verified_release(answer.release)
             if kept is None or message.version > kept.catalog.version:
-                try:
-                    kept = release_from_proto(message)
-                except (InvalidArgument, FailedPrecondition) as error:
-                    raise Unavailable(
-                        f"the registry's catalog version {message.version} does not decode: "
-                        f"{error}; the cross-border rules cannot be checked"
-                    ) from None
+                kept = self._decoded_release(message)
+                bundle = answer.release.SerializeToString()
+                now = self._clock().isoformat()
+                await self._writer.transaction(
+                    lambda conn: conn.execute(
+                        "INSERT OR IGNORE INTO catalog_releases (version, release, stored_at) "
+                        "VALUES (?, ?, ?)",
+                        (message.version, bundle, now),
+                    )
+                )
                 self._release = kept
                 log.info("catalog version %d verified for the cross-border rules", message.version)
             self._release_checked = loop.time()
             return kept
+
+    def _verified_release(self, bundle: common_pb2.Bundle) -> catalog_pb2.CatalogRelease:
+        try:
+            return bundles.verify_bundle(bundle, self._root, catalog_pb2.CatalogRelease).document
+        except VerificationError as error:
+            raise Unavailable(
+                f"the catalog release does not verify against the trust root: "
+                f"{error}; the cross-border rules cannot be checked"
+            ) from None
+
+    @staticmethod
+    def _decoded_release(message: catalog_pb2.CatalogRelease) -> Release:
+        try:
+            return release_from_proto(message)
+        except (InvalidArgument, FailedPrecondition) as error:
+            raise Unavailable(
+                f"the catalog version {message.version} does not decode: "
+                f"{error}; the cross-border rules cannot be checked"
+            ) from None
+
+    async def _stored_release(self) -> Release | None:
+        """The newest release stored by an earlier run, verified again; None if none."""
+
+        def read(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT release FROM catalog_releases ORDER BY version DESC LIMIT 1"
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
+        stored = await self._reader.run(read)
+        if stored is None:
+            return None
+        bundle = common_pb2.Bundle.FromString(stored)
+        return self._decoded_release(self._verified_release(bundle))
+
+    async def follow_catalog(self, announced: Callable[[], int], interval: float) -> None:
+        """Fetch, verify and store each catalog version the registry announces (runs forever).
+
+        ``announced`` is the version the status feed last carried; the node
+        keeps the release itself so it can enforce it while the registry is away.
+        """
+        while True:
+            kept = self._release
+            if kept is None or announced() > kept.catalog.version:
+                try:
+                    if kept is not None:
+                        self._release_checked = float("-inf")
+                    await self.catalog_release()
+                except ProvexError as error:
+                    log.warning("catalog version %d not synced yet: %s", announced(), error)
+            await asyncio.sleep(interval)
 
     async def _cross_border(self, categories: tuple[str, ...]) -> dict[str, CrossBorderRule]:
         """Each category's effective cross-border rule in the catalog in force."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -41,6 +40,7 @@ from provex import backup
 from provex.errors import ProvexError
 from provex.healthprobe import dialable
 from provex.identity import channel_credentials
+from provex.logs import configure_logging
 from provex.rpc import raise_for_rpc_error
 from provex.timestamps import to_timestamp, utc_now
 from provex.trust import decode_trust_root
@@ -281,12 +281,9 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 0
     if args.command == "serve":
-        logging.basicConfig(
-            level=logging.INFO,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        )
-        asyncio.run(serve(args.state, _config(args)))
+        config = _config(args)
+        configure_logging(config.log_format, service="registry", instance=config.trust_domain)
+        asyncio.run(serve(args.state, config))
         return 0
     if args.command == "admin" and args.admin_command == "invite":
         invitation = invite_node(

@@ -27,6 +27,9 @@ class RegistryConfig:
     public_listen: str = "127.0.0.1:7400"
     # Mutual TLS: nodes and admins.
     federation_listen: str = "127.0.0.1:7401"
+    # HTTPS, mutual TLS: the read-only supervision console for admins, auditors and
+    # supervisors (registry.console); empty disables it.
+    console_listen: str = "127.0.0.1:0"
     # Names and addresses the server certificate is valid for.
     server_dns_names: tuple[str, ...] = ("localhost",)
     server_ip_addresses: tuple[str, ...] = ("127.0.0.1",)
@@ -39,6 +42,14 @@ class RegistryConfig:
     invitation_validity_hours: int = 72
     node_certificate_days: int = 90
     grace_seconds: float = 10.0
+    # How often holders of important data are checked for a lapsed risk assessment
+    # (their important datasets are suspended; registry.supervision).
+    risk_lapse_check_seconds: float = 60.0
+    # Prometheus metrics over plain HTTP at /metrics (provex.metrics; deploy/ALERTS.md).
+    # Loopback by default; port 0 picks a free one (endpoints.json names it); empty: off.
+    metrics_listen: str = "127.0.0.1:0"
+    # Logs of `serve` on stderr: "json" (one object per line, provex.logs) or "text".
+    log_format: str = "json"
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> RegistryConfig:
         """A copy with the given settings replaced (None values are ignored)."""

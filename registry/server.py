@@ -20,12 +20,14 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from provex import pki
 from provex.identity import SpiffeId, TlsMaterial
+from provex.logs import RequestIdInterceptor
+from provex.metrics import MetricsHttpServer, ServerMetrics, serve_metrics
 from provex.rpc import (
     CallerCheckInterceptor,
     ErrorInterceptor,
@@ -37,10 +39,12 @@ from provex.rpc import (
 from provex.v1 import registry_pb2, registry_pb2_grpc, supervision_pb2, supervision_pb2_grpc
 from registry.catalog import CatalogBook
 from registry.config import RegistryConfig
+from registry.console.views import ConsoleSources
 from registry.db import Database
 from registry.enrollment import NodeBook
 from registry.issuance import Issuance
 from registry.members import MemberBook
+from registry.metrics import RegistryMetrics
 from registry.publication import Publisher
 from registry.schema import MIGRATIONS
 from registry.services.certificates import CertificateService
@@ -53,6 +57,9 @@ from registry.state import RegistryKeys, StateLayout, load_keys
 from registry.supervision import Supervision
 from registry.transparency import LogReader, Sequencer
 from registry.witnesses import WitnessBook
+
+if TYPE_CHECKING:
+    from registry.console.server import Console
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +86,15 @@ class RunningRegistry:
     endpoints: dict[str, Any]
     # The periodic risk-assessment lapse check (registry.supervision).
     lapse_task: asyncio.Task[None] | None = None
+    # The supervision console (HTTPS), unless console_listen is empty.
+    console: Console | None = None
+    # The /metrics endpoint (provex.metrics), unless metrics_listen is empty.
+    metrics_http: MetricsHttpServer | None = None
 
 
-def _server(config: RegistryConfig, authorizer: Authorizer) -> grpc.aio.Server:
+def _server(
+    config: RegistryConfig, authorizer: Authorizer, metrics: ServerMetrics, port: str
+) -> grpc.aio.Server:
     """A server whose every call (health and reflection too) first identifies its caller.
 
     The check refuses a revoked node, or one presenting a replaced
@@ -89,7 +102,12 @@ def _server(config: RegistryConfig, authorizer: Authorizer) -> grpc.aio.Server:
     """
     limit = config.max_message_bytes
     return grpc.aio.server(
-        interceptors=[ErrorInterceptor(), CallerCheckInterceptor(authorizer.check)],
+        interceptors=[
+            RequestIdInterceptor(),
+            metrics.interceptor(port),
+            ErrorInterceptor(),
+            CallerCheckInterceptor(authorizer.check),
+        ],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 4 * limit),
@@ -156,9 +174,45 @@ def _add_services(server: grpc.aio.Server, parts: Parts) -> None:
     add_health_and_reflection(server, names)
 
 
+async def _start_console(state_dir: Path, parts: Parts) -> Console:
+    """The read-only supervision console (registry.console) on ``console_listen``."""
+    # Imported here: aiohttp costs every other CLI command 0.3 s otherwise.
+    from registry.console.server import start_console, tls_context  # noqa: PLC0415
+
+    layout = StateLayout(state_dir)
+    reader = parts.reader
+    sources = ConsoleSources(
+        nodes=NodeBook(
+            parts.config,
+            parts.keys,
+            parts.writer,
+            reader,
+            parts.publisher,
+            on_node_change=parts.authorizer.node_changed,
+        ),
+        catalog=CatalogBook(reader, parts.publisher),
+        witnesses=WitnessBook(
+            parts.writer, reader, parts.keys.log_signer(parts.config.log_origin).verifier()
+        ),
+        supervision=parts.supervision,
+    )
+    context = tls_context(
+        pki.cert_to_pem(parts.keys.ca_cert), layout.server_cert, layout.server_key
+    )
+    return await start_console(
+        parts.config.console_listen,
+        sources,
+        parts.authorizer,
+        context,
+        grace=parts.config.grace_seconds,
+    )
+
+
 async def start(state_dir: Path, config: RegistryConfig) -> RunningRegistry:
     """Open storage, start the sequencer and both servers; write endpoints.json."""
     layout = StateLayout(state_dir)
+    metrics = ServerMetrics("registry", config.trust_domain)
+    metrics_http = await serve_metrics(metrics, config.metrics_listen)
     keys = load_keys(state_dir)
     writer = await Database.open(layout.database, migrations=MIGRATIONS)
     reader = await Database.open(layout.database, readonly=True, migrations=MIGRATIONS)
@@ -194,17 +248,23 @@ async def start(state_dir: Path, config: RegistryConfig) -> RunningRegistry:
     material = TlsMaterial(
         ca_pem, pki.cert_to_pem(keys.server_cert), pki.key_to_pem(keys.server_key)
     )
+    registry_metrics = RegistryMetrics(
+        metrics, reader, {"server": keys.server_cert, "ca": keys.ca_cert}
+    )
+    await registry_metrics.start()
     # One grpc.aio server per port, so that each port has its own TLS policy.
-    public = _server(config, authorizer)
+    public = _server(config, authorizer, metrics, "public")
     _add_services(public, parts)
     public_port = public.add_secure_port(
         config.public_listen, material.server_credentials(require_client_auth=False)
     )
-    federation = _server(config, authorizer)
+    federation = _server(config, authorizer, metrics, "federation")
     _add_services(federation, parts)
     federation_port = federation.add_secure_port(
         config.federation_listen, material.server_credentials(require_client_auth=True)
     )
+    # The console first: a console_listen it cannot use stops start-up before gRPC serves.
+    console = await _start_console(state_dir, parts) if config.console_listen else None
     await public.start()
     await federation.start()
     host_public = config.public_listen.rsplit(":", 1)[0]
@@ -216,8 +276,16 @@ async def start(state_dir: Path, config: RegistryConfig) -> RunningRegistry:
         "ca_certificate": str(layout.ca_cert),
         "trust_domain": config.trust_domain,
     }
+    if console is not None:
+        endpoints["console"] = console.address
     running = RunningRegistry((public, federation), sequencer, issuance, writer, reader, endpoints)
-    running.lapse_task = asyncio.create_task(supervision.run_lapse_checks())
+    running.console = console
+    running.metrics_http = metrics_http
+    if metrics_http is not None:
+        endpoints["metrics"] = metrics_http.address
+    running.lapse_task = asyncio.create_task(
+        supervision.run_lapse_checks(config.risk_lapse_check_seconds)
+    )
     write_endpoints(state_dir, endpoints)
     return running
 
@@ -230,6 +298,10 @@ async def stop(state_dir: Path, running: RunningRegistry, grace: float) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await running.lapse_task
     running.issuance.close_watches()  # Following streams end instead of holding the drain.
+    if running.console is not None:
+        await running.console.stop()
+    if running.metrics_http is not None:
+        await running.metrics_http.stop()
     await asyncio.gather(*(server.stop(grace) for server in running.servers))
     await running.sequencer.stop()
     await running.reader.close()

@@ -362,6 +362,19 @@ class MemberRow:
     has_officer: bool
 
 
+@dataclass(frozen=True)
+class FrozenMember:
+    """A frozen member and the freeze: its reason, who froze it and when (the statement's)."""
+
+    credit_code: str
+    name: str
+    region_code: str
+    node_id: str
+    reason: str
+    actor: str
+    frozen_at: datetime | None
+
+
 def _member(conn: sqlite3.Connection, code: str) -> MemberRow | None:
     row = conn.execute(
         "SELECT credit_code, node_id, region_code, status, length(security_officer) > 0 "
@@ -1391,6 +1404,38 @@ class Supervision:
         return price_index(await self._reader.run(read))
 
     # ------------------------------------------------------------ freezes and actions
+
+    async def frozen_members(self, caller: Caller) -> list[FrozenMember]:
+        """Members frozen now, in the caller's scope, with the statement that froze each."""
+        require_overseer(caller, "Listing frozen members")
+        prefix = scope_prefix(caller, "", "Listing frozen members")
+
+        def read(conn: sqlite3.Connection) -> list[tuple[tuple[str, ...], bytes | None]]:
+            found: list[tuple[tuple[str, ...], bytes | None]] = []
+            for row in conn.execute(
+                "SELECT credit_code, name, region_code, node_id FROM members "
+                "WHERE status = 'frozen' AND region_code LIKE ? ORDER BY credit_code LIMIT ?",
+                (prefix + "%", MAX_PAGE),
+            ).fetchall():
+                latest = _latest_statement(conn, SubjectKind.MEMBER.value, str(row[0]))
+                found.append((tuple(str(v) for v in row), None if latest is None else latest[1]))
+            return found
+
+        frozen: list[FrozenMember] = []
+        for (code, name, region, node_id), envelope in await self._reader.run(read):
+            statement = _statement(envelope) if envelope is not None else None
+            frozen.append(
+                FrozenMember(
+                    credit_code=code,
+                    name=name,
+                    region_code=region,
+                    node_id=node_id,
+                    reason=statement.reason if statement else "",
+                    actor=statement.actor.spiffe_id if statement else "",
+                    frozen_at=from_timestamp(statement.issued_at) if statement else None,
+                )
+            )
+        return frozen
 
     async def set_frozen(
         self, caller: Caller, credit_code: str, reason: str, frozen: bool

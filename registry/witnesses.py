@@ -296,6 +296,14 @@ def _cosignature_lines(conn: sqlite3.Connection, size: int, limit: int) -> list[
     return [str(row[0]) for row in rows]
 
 
+def _last_by_node(conn: sqlite3.Connection) -> dict[str, tuple[int, str]]:
+    """Each node's largest cosigned checkpoint size and when the registry received that line."""
+    rows = conn.execute(
+        "SELECT node_id, MAX(size), received_at FROM cosignatures GROUP BY node_id"
+    ).fetchall()
+    return {str(row[0]): (int(row[1]), str(row[2])) for row in rows}
+
+
 def _latest_with_lines(conn: sqlite3.Connection) -> tuple[str, list[str]]:
     """The latest checkpoint note and the cosignature lines stored for it (one snapshot)."""
     conn.execute("BEGIN")
@@ -361,6 +369,14 @@ class WitnessBook:
     async def witnesses(self, size: int) -> int:
         """How many nodes cosigned the checkpoint of ``size``."""
         return await self._reader.run(partial(_witness_count, size=size))
+
+    async def last_cosigned(self) -> dict[str, tuple[int, datetime]]:
+        """Per node id: the largest checkpoint size it cosigned and when that line arrived."""
+        found = await self._reader.run(_last_by_node)
+        return {
+            node: (size, datetime.fromisoformat(received))
+            for node, (size, received) in found.items()
+        }
 
     async def cosigned_checkpoint(self) -> str:
         """The latest checkpoint note with every stored cosignature of it appended."""

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from provex.errors import PermissionDenied, Unauthenticated
-from provex.identity import AUTH_CONTEXT_PEM_CERT, SpiffeId, peer_identity
+from provex.identity import AUTH_CONTEXT_PEM_CERT, AuthContextSource, SpiffeId, peer_identity
 from registry.authz import Caller, Role, identify, peer_certificate_fingerprint
 from registry.db import Database
 
@@ -88,7 +88,7 @@ class Authorizer:
             self._nodes[node_id] = state
         return state
 
-    def _peer(self, context: Context) -> _Peer:
+    def _peer(self, context: AuthContextSource) -> _Peer:
         pems = list(context.auth_context().get(AUTH_CONTEXT_PEM_CERT, ()))
         if len(pems) != 1:
             # None: anonymous; several: peer_identity explains the refusal.
@@ -110,8 +110,12 @@ class Authorizer:
         """Refuse the call of a revoked node, a replaced certificate or an unknown admin."""
         await self.caller(context)
 
-    async def caller(self, context: Context) -> Caller:
-        """The caller of this RPC (anonymous, a node, an auditor or an admin)."""
+    async def caller(self, context: AuthContextSource) -> Caller:
+        """The caller of this RPC (anonymous, a node, an auditor or an admin).
+
+        ``context`` is a gRPC call's, or anything giving the TLS peer certificate
+        the same way (the console's HTTPS requests, :mod:`registry.console`).
+        """
         peer = self._peer(context)
         if peer.refusal is not None:
             raise Unauthenticated(str(peer.refusal))

@@ -285,18 +285,6 @@ async def refusal(market: Market, call: node_pb2.RequestContractRequest) -> grpc
     return caught.value
 
 
-async def supervision_offered(market: Market) -> bool:
-    async with market.admin_channel() as channel:
-        stub = supervision_pb2_grpc.SupervisionServiceStub(channel)
-        try:
-            await stub.ListRiskAssessments(
-                supervision_pb2.ListRiskAssessmentsRequest(), timeout=DEADLINE
-            )
-        except grpc.aio.AioRpcError as error:
-            return error.code() is not grpc.StatusCode.UNIMPLEMENTED
-    return True
-
-
 # ---------------------------------------------------------------- the path
 
 
@@ -679,8 +667,6 @@ async def test_the_buyer_terminates_and_the_seller_learns_it(market: Market) -> 
 
 
 async def test_the_trade_record_is_in_the_registry_log(market: Market) -> None:
-    if not await supervision_offered(market):
-        pytest.skip("the registry does not offer SupervisionService yet")
     cid = contracts.contract_id_for(BUYER, "first")
     reported = await until(
         lambda: contract_on(market, SELLER, cid), lambda c: c.HasField("trade_record"), 40
@@ -699,8 +685,6 @@ async def test_the_trade_record_is_in_the_registry_log(market: Market) -> None:
 
 
 async def test_a_frozen_member_cannot_trade(market: Market) -> None:
-    if not await supervision_offered(market):
-        pytest.skip("the registry does not offer SupervisionService yet")
     async with market.admin_channel() as channel:
         stub = supervision_pb2_grpc.SupervisionServiceStub(channel)
         await stub.FreezeMember(
@@ -736,8 +720,6 @@ async def listing_state(market: Market, listing_id: str) -> int:
 
 
 async def test_a_frozen_seller_has_its_listings_suspended_until_unfrozen(market: Market) -> None:
-    if not await supervision_offered(market):
-        pytest.skip("the registry does not offer SupervisionService yet")
     listing_id = market.listings["auto"].listing_id
     assert await listing_state(market, listing_id) == market_pb2.LISTING_STATE_LISTED
     async with market.admin_channel() as channel:
@@ -766,3 +748,22 @@ async def test_a_frozen_seller_has_its_listings_suspended_until_unfrozen(market:
         request("seller-unfrozen", market.listings["auto"]), timeout=DEADLINE
     )
     await finalized_on_both(market, answer.contract.terms.contract_id)
+
+
+async def test_the_kept_catalog_is_enforced_while_the_registry_is_down(market: Market) -> None:
+    """Last in the module: it stops the registry. A restarted seller still knows the catalog."""
+    listing = await important_listed(market)
+    async with market.admin_channel() as channel:
+        stub = supervision_pb2_grpc.SupervisionServiceStub(channel)
+        permit_id = await approved_permit(stub, "permit-maps-offline", listing.dataset_id)
+    assert await stop_registry(market.registry) == 0
+    seller = market.nodes[SELLER]
+    peer_address = seller.endpoints["peer"]  # Restarted on the same port: no directory update.
+    assert await stop_node(seller) == 0
+    market.nodes[SELLER] = await start_node(seller.state, {"PROVEX_NODE_PEER_LISTEN": peer_address})
+    error = await refusal(
+        market, request("export-maps-offline", listing, buyer=BUYER_HK, permit=permit_id)
+    )
+    assert error.code() is grpc.StatusCode.FAILED_PRECONDITION, error
+    details = error.details() or ""
+    assert "rule catalog-forbidden" in details and MAPS in details, details
