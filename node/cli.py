@@ -4,6 +4,7 @@
     provex-node enroll --state DIR --invitation TEXT|@FILE --registry H:P
                        --registry-federation H:P --registry-ca FILE [--peer-endpoint H:P]
     provex-node serve --state DIR [--peer-listen H:P] [--operator-listen H:P]
+    provex-node renew --state DIR            renew the federation certificate now
     provex-node member add|list ...          provex-node dataset submit|get|list ...
     provex-node listing create|publish|suspend|delist|get|import ...
     provex-node dataset attach DATASET_ID FILE
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -34,7 +36,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 import provex
-from node import audit, datasets, listings
+from node import audit, datasets, listings, renewal
 from node.blobs import BlobStore
 from node.config import NodeConfig, load_config
 from node.delivery import RETRYING
@@ -108,6 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     backup.add_commands(commands, "provex-node")
+    renew = with_state(
+        commands.add_parser(
+            "renew",
+            help="renew the node's federation certificate now",
+            description="Ask the registry for a new federation certificate (same TLS key, a "
+            "new CSR), verify that it chains to the federation CA and names this node, keep the "
+            "previous one as tls/node.pem.previous and install the new one atomically. If the "
+            "node is serving, the running node does the renewal and switches to the new "
+            "certificate at once (the registry refuses the old one from then on); otherwise "
+            "this command does it. `serve` also renews by itself when less than "
+            "certificate_renew_before_days (default: a third of the lifetime) remain.",
+        )
+    )
+    renew.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait for a running node's answer (default 60)",
+    )
     run = with_state(commands.add_parser("serve", help="run the node until SIGTERM"))
     run.add_argument("--peer-listen", help="host:port (port 0 picks a free one)")
     run.add_argument("--operator-listen", help="host:port (port 0 picks a free one)")
@@ -255,6 +276,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------- local commands
+
+
+def _renew(args: argparse.Namespace) -> int:
+    """``renew``: node.renewal does the work; print the new expiry."""
+    if args.wait <= 0:
+        raise InvalidArgument(f"--wait must be positive, not {args.wait}")
+    renewed, by_node = asyncio.run(
+        renewal.renew_command(args.state, _config(args), utc_now, args.wait)
+    )
+    who = "the running node renewed and now uses" if by_node else "renewed"
+    _print(
+        args,
+        {**dataclasses.asdict(renewed), "by_running_node": by_node},
+        f"{who} its federation certificate\n"
+        f"  expires      {renewed.expires_at}\n"
+        f"  fingerprint  {renewed.fingerprint}\n"
+        f"  logged at    index {renewed.log_index} (RENEWED enrollment statement)\n"
+        f"  previous     {renewed.previous}",
+    )
+    return 0
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
@@ -771,6 +812,8 @@ def _run(args: argparse.Namespace) -> int:
         return _enroll(args)
     if args.command == "audit":
         return _audit(args)
+    if args.command == "renew":
+        return _renew(args)
     if args.command in ("backup", "restore"):
         summary, text = backup.run_command(args, "node")
         _print(args, summary, text)

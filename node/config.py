@@ -52,6 +52,13 @@ class NodeConfig:
     delivery_stream_deadline: float = 600.0
     # The buyer retries an interrupted delivery after 0.5 s, doubling up to this (seconds).
     delivery_retry_max_seconds: float = 5.0
+    # Renewal of the federation certificate (node.renewal): `serve` checks every
+    # certificate_check_seconds and renews when less than certificate_renew_before_days
+    # remain (0: a third of the certificate's lifetime, 30 days of a 90-day one); after a
+    # failure it retries after twice the interval, doubling up to certificate_retry_max_seconds.
+    certificate_renew_before_days: float = 0.0
+    certificate_check_seconds: float = 5.0
+    certificate_retry_max_seconds: float = 600.0
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> NodeConfig:
         """A copy with the given settings replaced (None values are ignored)."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from node.registry_link import Peer
+from node.registry_link import Peer, RetiredChannels
 from provex.errors import ProvexError
 from provex.identity import TlsMaterial, node_server_name, tls_channel_options
 from provex.logs import outbound_interceptors
@@ -38,10 +38,12 @@ CheckpointComparison = Callable[[str, str], Awaitable[str]]
 class PeerDialer:
     """One channel and stub per peer (reused across calls), verified against its node name."""
 
-    def __init__(self, tls: TlsMaterial, trust_domain: str) -> None:
+    def __init__(self, tls: TlsMaterial, trust_domain: str, retire_after: float = 5.0) -> None:
         self._tls = tls
         self._trust_domain = trust_domain
         self._channels: dict[tuple[str, str], tuple[grpc.aio.Channel, PeerServiceAsyncStub]] = {}
+        # After a renewal, old channels live on this long (a delivery stream may be running).
+        self._retired = RetiredChannels(retire_after)
         # Peers the last federated search could not reach, with the reason (node.metrics).
         self.unreachable: dict[str, str] = {}
 
@@ -60,9 +62,17 @@ class PeerDialer:
             self._channels[slot] = dialed
         return dialed[1]
 
+    def use_certificate(self, tls: TlsMaterial) -> None:
+        """Dial peers with ``tls`` from now on (after a renewal); old channels are retired."""
+        self._tls = tls
+        dialed, self._channels = list(self._channels.values()), {}
+        for channel, _ in dialed:
+            self._retired.retire(channel)
+
     async def close(self) -> None:
         """Close every channel."""
         dialed, self._channels = list(self._channels.values()), {}
+        await self._retired.close()
         await asyncio.gather(*(channel.close(None) for channel, _ in dialed))
 
 

@@ -9,9 +9,12 @@ Two ports, each its own grpc.aio server with its own TLS policy:
 Health checking and reflection are on both. In the background the node
 delivers its outbox to the registry, follows the registry's status
 statements, verifies every newer checkpoint against the last one it kept
-(and cosigns it), and refreshes the node directory. Once both ports listen
-it writes ``<state>/run/endpoints.json`` and prints the same object as one
-JSON line; SIGTERM or SIGINT drains calls and stops everything cleanly.
+(and cosigns it), refreshes the node directory, and renews its federation
+certificate before it expires (:mod:`node.renewal`; the peer port, the
+registry link and the peer dialer switch to the new one without a restart).
+Once both ports listen it writes ``<state>/run/endpoints.json`` and prints
+the same object as one JSON line; SIGTERM or SIGINT drains calls and stops
+everything cleanly.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from node.federation import PeerDialer
 from node.instance import NodeInstance
 from node.metrics import NodeMetrics
 from node.registry_link import RegistryLink, refresh_directory_forever
+from node.renewal import CertificateRenewer, ServerCertificate
 from node.schema import MIGRATIONS
 from node.services.operator import OperatorService
 from node.services.peer import PeerService
@@ -90,11 +94,8 @@ async def start(state_dir: Path, config: NodeConfig) -> RunningNode:
     )
     writer = await Database.open(layout.database, migrations=MIGRATIONS)
     reader = await Database.open(layout.database, migrations=MIGRATIONS, readonly=True)
-    link = RegistryLink(
-        config.registry_address or identity.registry_federation,
-        federation,
-        config.registry_deadline,
-    )
+    registry_address = config.registry_address or identity.registry_federation
+    link = RegistryLink(registry_address, federation, config.registry_deadline)
     signing_key = load_signing_key(state_dir)
     keeper = CheckpointKeeper(
         writer,
@@ -118,7 +119,9 @@ async def start(state_dir: Path, config: NodeConfig) -> RunningNode:
         link=link,
         worker=worker,
         keeper=keeper,
-        dialer=PeerDialer(federation, identity.trust_domain),
+        dialer=PeerDialer(
+            federation, identity.trust_domain, retire_after=config.delivery_stream_deadline
+        ),
         clock=utc_now,
         peer_deadline=config.peer_deadline,
     )
@@ -164,15 +167,22 @@ async def start(state_dir: Path, config: NodeConfig) -> RunningNode:
         instance,
         {"federation": layout.tls_cert, "operator_server": layout.operator_server_cert},
     )
+    peer_certificate = ServerCertificate(federation)
+    renewer = CertificateRenewer(
+        state_dir, identity, root, registry_address, federation, config=config, clock=utc_now
+    )
+    # One switch after a renewal: the peer port, the registry link, the peer dialer.
+    renewer.on_change(peer_certificate.use)
+    renewer.on_change(link.use_certificate)
+    renewer.on_renewing(link.renewing)
+    renewer.on_change(instance.dialer.use_certificate)
     peer_server = _server(config, metrics, "peer")
     node_pb2_grpc.add_PeerServiceServicer_to_server(
         PeerService(instance, identity.trust_domain), peer_server
     )
     services = node_pb2.DESCRIPTOR.services_by_name
     add_health_and_reflection(peer_server, [services["PeerService"].full_name])
-    peer_port = peer_server.add_secure_port(
-        config.peer_listen, federation.server_credentials(require_client_auth=True)
-    )
+    peer_port = peer_server.add_secure_port(config.peer_listen, peer_certificate.credentials())
     operator_server = _server(config, metrics, "operator")
     node_pb2_grpc.add_OperatorServiceServicer_to_server(
         OperatorService(instance, identity.operator_trust_domain), operator_server
@@ -205,6 +215,7 @@ async def start(state_dir: Path, config: NodeConfig) -> RunningNode:
             ),
             name="provex-catalog",
         ),
+        asyncio.create_task(renewer.run(), name="provex-certificate-renewal"),
     )
     endpoints: dict[str, Any] = {
         "service": "node",

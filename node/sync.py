@@ -738,6 +738,13 @@ class StatusFollower:
             except VerificationError as error:
                 problem = f"a statement failed verification: {error}"
                 log.error("status feed: %s", problem)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is None or current.cancelling():
+                    raise  # This task is being stopped.
+                # grpc.aio cancels a call whose channel was closed (e.g. replaced after a
+                # certificate renewal): reconnect, never end the follower silently.
+                problem = "the stream's channel was closed"
             except Exception as error:
                 log.exception("status feed: applying a statement failed")
                 problem = f"applying a statement failed: {error!r}"

@@ -4,6 +4,10 @@
     provex-registry serve --state DIR [--public-listen H:P] [--federation-listen H:P]
     provex-registry admin add NAME --role admin|auditor|supervisor [--region PREFIX] --state DIR
     provex-registry admin invite NODE_ID --region CODE --name NAME --state DIR
+    provex-registry admin revoke NODE_ID --reason TEXT --state DIR
+    provex-registry nodes --state DIR [--region PREFIX] [--include-revoked]
+    provex-registry certificate status DATASET_ID --state DIR
+    provex-registry certificate suspend|revoke|reinstate DATASET_ID --reason TEXT --state DIR
     provex-registry log verify --state DIR
 
 Market supervision (the registry must run; ``--as NAME`` picks the admin identity,
@@ -49,6 +53,7 @@ from provex.v1 import supervision_pb2_grpc as supervision_grpc
 from registry.authz import Role
 from registry.config import RegistryConfig, load_config
 from registry.db import Database
+from registry.enrollment import NodeRecord, read_node
 from registry.schema import MIGRATIONS
 from registry.server import serve
 from registry.setup import add_admin, initialize
@@ -103,6 +108,56 @@ def build_parser() -> argparse.ArgumentParser:
     invite.add_argument("--name", required=True, help="the exchange's display name")
     invite.add_argument("--as", dest="admin", default="", help="admin name (default: the first)")
     invite.add_argument("--hours", type=int, default=0, help="validity (default: the setting)")
+    revoke_node = with_state(
+        admin.add_parser(
+            "revoke",
+            help="revoke a node federation-wide (logged; the registry must run)",
+            description="Revoke a node federation-wide (EnrollmentService.RevokeNode): the "
+            "registry logs a REVOKED enrollment statement, refuses the node's calls from then "
+            "on, and peers stop searching it. The node comes back only by enrolling again with "
+            "a new invitation (`provex-registry admin invite`). The registry must run.",
+        )
+    )
+    revoke_node.add_argument("node_id", help="the node's id, e.g. gd-gzde")
+    revoke_node.add_argument("--reason", required=True, help="why (logged with the statement)")
+    revoke_node.add_argument(
+        "--as", dest="admin", default="", help="admin name (default: the first)"
+    )
+
+    nodes = with_state(
+        commands.add_parser(
+            "nodes",
+            help="the node directory: id, region, endpoint, status, certificate expiry",
+            description="The node directory: id, region, name, peer endpoint, status and the "
+            "certificate expiry (UTC) of every enrolled node, by node id. Read from the state "
+            "directory's database, so it works whether or not the registry runs.",
+        )
+    )
+    nodes.add_argument("--region", default="", help="region-code prefix, e.g. 44")
+    nodes.add_argument("--include-revoked", action="store_true", help="list revoked nodes too")
+
+    certificate = commands.add_parser(
+        "certificate",
+        help="status of dataset certificates (the registry must run)",
+        description="A dataset's status (status) and the admin's logged status statements "
+        "(suspend, revoke, reinstate) through CertificateService; nodes following the registry "
+        "apply them to their listings by themselves. A revoked id is never reinstated.",
+    ).add_subparsers(dest="certificate_command", metavar="ACTION", required=True)
+    status = with_state(
+        certificate.add_parser(
+            "status",
+            help="a dataset's current status and its statement",
+            description="A dataset's current status (active, suspended, revoked) and the log "
+            "index of its latest status statement.",
+        )
+    )
+    status.add_argument("dataset_id", help="e.g. 440100-2026-0000001-6")
+    status.add_argument("--as", dest="admin", default="", help="admin name (default: the first)")
+    for action, text in _CERTIFICATE_ACTIONS.items():
+        sub = with_state(certificate.add_parser(action, help=text[1], description=text[1]))
+        sub.add_argument("dataset_id", help="e.g. 440100-2026-0000001-6")
+        sub.add_argument("--reason", required=True, help="why (logged with the statement)")
+        sub.add_argument("--as", dest="admin", default="", help="admin name (default: the first)")
 
     log = commands.add_parser("log", help="the transparency log").add_subparsers(
         dest="log_command", metavar="ACTION", required=True
@@ -291,6 +346,12 @@ def _run(args: argparse.Namespace) -> int:
         )
         _emit(args, {"node_id": args.node_id, "invitation": invitation}, invitation)
         return 0
+    if args.command == "admin" and args.admin_command == "revoke":
+        return _revoke_node(args)
+    if args.command == "nodes":
+        return _nodes(args)
+    if args.command == "certificate":
+        return _certificate(args)
     if args.command == "admin":
         config = load_config(args.state)
         files = asyncio.run(
@@ -584,6 +645,140 @@ async def _permit(
 def _supervise(args: argparse.Namespace) -> int:
     document, text = asyncio.run(_call(args))
     _emit(args, document, text)
+    return 0
+
+
+# ---------------------------------------------------------------- nodes and certificates
+
+_CERTIFICATE_ACTIONS = {
+    "suspend": (common_pb2.STATUS_SUSPENDED, "suspend a dataset federation-wide (logged)"),
+    "revoke": (common_pb2.STATUS_REVOKED, "revoke a dataset for good (logged)"),
+    "reinstate": (common_pb2.STATUS_ACTIVE, "lift a suspension (logged)"),
+}
+
+
+async def _admin_call(args: argparse.Namespace, call: Any) -> Any:
+    """Run ``call(channel)`` on the running registry as an admin; RPC errors become ProvexErrors."""
+    target, credentials = _admin_connection(args.state, args.admin)
+    async with grpc.aio.secure_channel(target, credentials) as channel:
+        try:
+            return await call(channel)
+        except grpc.aio.AioRpcError as error:
+            raise_for_rpc_error(error, "registry")
+
+
+def _revoke_node(args: argparse.Namespace) -> int:
+    request = registry_pb2.RevokeNodeRequest(node_id=args.node_id, reason=args.reason)
+
+    async def revoke(channel: grpc.aio.Channel) -> registry_pb2.RevokeNodeResponse:
+        stub = registry_pb2_grpc.EnrollmentServiceStub(channel)
+        return await stub.RevokeNode(request, timeout=DEADLINE)
+
+    response = asyncio.run(_admin_call(args, revoke))
+    _emit(
+        args,
+        _as_dict(response),
+        f"node {args.node_id} revoked federation-wide; {_bundle_text(response.statement)}\n"
+        "  its calls are refused from now on; to let it back in, invite it again "
+        "(`provex-registry admin invite`)",
+    )
+    return 0
+
+
+def _nodes(args: argparse.Namespace) -> int:
+    """The directory as the registry's database holds it (works whether or not it runs)."""
+    database = StateLayout(args.state).database
+    if not database.exists():
+        raise ProvexError(f"{args.state} is not a registry state: run `provex-registry init`")
+    if args.region and not (args.region.isdigit() and len(args.region) <= 6):
+        raise ProvexError(f"--region must be a region-code prefix of digits, not {args.region!r}")
+    sql = "SELECT node_id FROM nodes WHERE region_code LIKE ? ORDER BY node_id"
+    found: list[NodeRecord] = []
+
+    async def read() -> None:
+        db = await Database.open(database, migrations=MIGRATIONS, readonly=True)
+        try:
+
+            def rows(conn: Any) -> list[NodeRecord]:
+                ids = [str(row[0]) for row in conn.execute(sql, (args.region + "%",))]
+                return [node for node in (read_node(conn, i) for i in ids) if node is not None]
+
+            found.extend(await db.run(rows))
+        finally:
+            await db.close()
+
+    asyncio.run(read())
+    listed = [n for n in found if args.include_revoked or n.status == "active"]
+    document = {
+        "nodes": [
+            {
+                "node_id": n.node_id,
+                "region_code": n.region_code,
+                "display_name": n.display_name,
+                "peer_endpoint": n.peer_endpoint,
+                "status": n.status,
+                "certificate_fingerprint": n.certificate_fingerprint,
+                "certificate_expires_at": n.certificate_expires_at.isoformat(),
+                "enrolled_at": n.enrolled_at.isoformat(),
+            }
+            for n in listed
+        ]
+    }
+    rows = [
+        (
+            n.node_id,
+            n.region_code,
+            n.display_name,
+            n.peer_endpoint,
+            n.status,
+            n.certificate_expires_at.strftime("%Y-%m-%d %H:%M"),
+        )
+        for n in listed
+    ]
+    _emit(
+        args,
+        document,
+        table(("NODE", "REGION", "NAME", "ENDPOINT", "STATUS", "CERTIFICATE EXPIRES (UTC)"), rows),
+    )
+    return 0
+
+
+def _certificate(args: argparse.Namespace) -> int:
+    dataset_id = args.dataset_id
+    if args.certificate_command == "status":
+
+        async def get(channel: grpc.aio.Channel) -> registry_pb2.GetStatusResponse:
+            stub = registry_pb2_grpc.CertificateServiceStub(channel)
+            return await stub.GetStatus(
+                registry_pb2.GetStatusRequest(dataset_id=dataset_id), timeout=DEADLINE
+            )
+
+        got = asyncio.run(_admin_call(args, get))
+        status = _enum(common_pb2.Status, got.status, "STATUS_")
+        logged = (
+            f"; latest statement {_bundle_text(got.statement)}"
+            if got.HasField("statement")
+            else " (no status statement was ever made)"
+        )
+        _emit(args, {"dataset_id": dataset_id, **_as_dict(got)}, f"{dataset_id}: {status}{logged}")
+        return 0
+    wanted, _ = _CERTIFICATE_ACTIONS[args.certificate_command]
+
+    async def set_status(channel: grpc.aio.Channel) -> registry_pb2.SetStatusResponse:
+        stub = registry_pb2_grpc.CertificateServiceStub(channel)
+        return await stub.SetStatus(
+            registry_pb2.SetStatusRequest(dataset_id=dataset_id, status=wanted, reason=args.reason),
+            timeout=DEADLINE,
+        )
+
+    response = asyncio.run(_admin_call(args, set_status))
+    status = _enum(common_pb2.Status, wanted, "STATUS_")
+    _emit(
+        args,
+        {"dataset_id": dataset_id, "status": status, **_as_dict(response)},
+        f"{dataset_id}: {status}; {_bundle_text(response.statement)} "
+        "(nodes following the registry apply it by themselves)",
+    )
     return 0
 
 

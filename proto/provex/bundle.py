@@ -53,6 +53,27 @@ def verify_bundle(
 ) -> VerifiedBundle[DocumentT]:
     """Verify ``bundle`` against ``trust_root``; return its decoded document."""
     entry, note, log_index = bundle.envelope, bundle.checkpoint, bundle.log_index
+    document, envelope, checkpoint = _verify(bundle, entry, note, trust_root, message_class)
+    return VerifiedBundle(document, envelope, entry, log_index, checkpoint, note)
+
+
+def verify_certificate(
+    bundle: common_pb2.Bundle, trust_root: TrustRoot
+) -> dataset_pb2.DatasetCertificate:
+    """Verify a certificate bundle and return the dataset certificate it carries."""
+    return _verify(
+        bundle, bundle.envelope, bundle.checkpoint, trust_root, dataset_pb2.DatasetCertificate
+    )[0]
+
+
+def _verify(
+    bundle: common_pb2.Bundle,
+    entry: bytes,
+    note: str,
+    trust_root: TrustRoot,
+    message_class: type[DocumentT],
+) -> tuple[DocumentT, dsse.Envelope, notes.Checkpoint]:
+    """Steps 1 to 5 for ``bundle`` (whose envelope and checkpoint note are given, read once)."""
     if not entry:
         raise VerificationError("bundle has no envelope")
     if not note:
@@ -60,6 +81,7 @@ def verify_bundle(
     checkpoint = notes.verify_checkpoint(
         note, trust_root.log_verifier, origin=trust_root.log_origin
     )
+    log_index = bundle.log_index
     if log_index >= checkpoint.size:
         raise VerificationError(
             f"log index {log_index} is outside the checkpoint's tree of size {checkpoint.size}"
@@ -68,7 +90,7 @@ def verify_bundle(
         merkle.leaf_hash(entry),
         log_index,
         checkpoint.size,
-        list(bundle.inclusion_proof),
+        bundle.inclusion_proof[:],  # A list (faster than list() on a repeated field).
         checkpoint.root_hash,
     )
     envelope = dsse.Envelope.from_json(entry)
@@ -77,11 +99,4 @@ def verify_bundle(
     else:
         keys, threshold = trust_root.issuer_keys, 1
     document = documents.open_document(envelope, message_class, keys, threshold)
-    return VerifiedBundle(document, envelope, entry, log_index, checkpoint, note)
-
-
-def verify_certificate(
-    bundle: common_pb2.Bundle, trust_root: TrustRoot
-) -> dataset_pb2.DatasetCertificate:
-    """Verify a certificate bundle and return the dataset certificate it carries."""
-    return verify_bundle(bundle, trust_root, dataset_pb2.DatasetCertificate).document
+    return document, envelope, checkpoint

@@ -65,14 +65,12 @@ def sign_document(
 
 def decode_payload(payload: bytes, message_class: type[DocumentT]) -> DocumentT:
     """Parse a document's payload bytes; VerificationError when they do not parse."""
-    document = message_class()
     try:
-        document.ParseFromString(payload)
+        return message_class.FromString(payload)
     except DecodeError as error:
         raise VerificationError(
             f"payload is not a valid {message_class.__name__}: {error}"
         ) from None
-    return document
 
 
 def open_document(
@@ -82,5 +80,6 @@ def open_document(
     threshold: int = 1,
 ) -> DocumentT:
     """Verify ``envelope`` (payload type, signatures) and decode its document."""
-    payload = dsse.verify(envelope, payload_type_of(message_class), trusted_keys, threshold)
+    payload_type = PAYLOAD_TYPES.get(message_class) or payload_type_of(message_class)
+    payload = dsse.verify(envelope, payload_type, trusted_keys, threshold)
     return decode_payload(payload, message_class)

@@ -17,8 +17,11 @@ import base64
 import binascii
 import hashlib
 import json
+import re
+from binascii import a2b_base64
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -83,33 +86,80 @@ class Envelope:
 
     @classmethod
     def from_json(cls, data: bytes) -> Envelope:
-        """Parse DSSE JSON strictly; VerificationError on anything malformed."""
+        """Parse DSSE JSON strictly; VerificationError on anything malformed.
+
+        The canonical form :meth:`to_json` writes (what the log holds) is read
+        by a fast path; anything else goes through :func:`json.loads`. Both
+        accept and refuse exactly the same inputs and give the same envelope.
+        """
         if len(data) > MAX_ENVELOPE_BYTES:
             raise VerificationError(f"envelope of {len(data)} bytes exceeds {MAX_ENVELOPE_BYTES}")
-        try:
-            document = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise VerificationError(f"envelope is not valid JSON: {error}") from None
-        if not isinstance(document, dict):
-            raise VerificationError("envelope is not a JSON object")
-        payload_type = document.get("payloadType")
-        payload_b64 = document.get("payload")
-        signatures = document.get("signatures")
-        if not isinstance(payload_type, str) or not payload_type:
-            raise VerificationError("envelope has no payloadType")
-        if not isinstance(payload_b64, str):
-            raise VerificationError("envelope has no payload")
-        if not isinstance(signatures, list):
-            raise VerificationError("envelope has no signatures list")
-        parsed: list[Signature] = []
-        for item in signatures:
-            if not isinstance(item, dict):
-                raise VerificationError("envelope signature is not an object")
-            keyid, sig = item.get("keyid"), item.get("sig")
-            if not isinstance(keyid, str) or not isinstance(sig, str):
-                raise VerificationError("envelope signature lacks keyid or sig")
-            parsed.append(Signature(keyid, _b64decode(sig, "sig")))
-        return cls(payload_type, _b64decode(payload_b64, "payload"), tuple(parsed))
+        # Fast path: the canonical form (see _CANONICAL_TAIL), strict base64. Strict
+        # base64 (binascii's strict_mode) accepts a subset of what _b64decode accepts
+        # and decodes it alike, so whatever this path accepts, the general one accepts
+        # too, with the same result; anything it does not accept goes that way.
+        end = data.find(b'"', len(_PAYLOAD_START)) if data.startswith(_PAYLOAD_START) else -1
+        tail = _CANONICAL_TAIL.fullmatch(data, end) if end > 0 else None
+        if tail is not None:
+            try:
+                payload = a2b_base64(memoryview(data)[len(_PAYLOAD_START) : end], strict_mode=True)
+                first = Signature(tail[2].decode(), a2b_base64(tail[3], strict_mode=True))
+                if not tail[4]:  # The usual single signature.
+                    return cls(tail[1].decode(), payload, (first,))
+                signatures, more, position = [first], tail[4], 0
+                while position < len(more):
+                    item = _FURTHER_SIGNATURE.match(more, position)
+                    if item is None:
+                        break
+                    signatures.append(
+                        Signature(item[1].decode(), a2b_base64(item[2], strict_mode=True))
+                    )
+                    position = item.end()
+                else:
+                    return cls(tail[1].decode(), payload, tuple(signatures))
+            except binascii.Error:
+                pass
+        return _from_any_json(data)
+
+
+# The canonical JSON form of to_json, with at least one signature. Strings without a
+# backslash, a quote or a control character read the same as JSON strings and as bytes;
+# payloadType and keyid are printable ASCII here (anything else takes the general path).
+_PAYLOAD_START = b'{"payload":"'
+_CANONICAL_TAIL = re.compile(
+    rb'","payloadType":"([ !#-\[\]-~]+)","signatures":\['
+    rb'\{"keyid":"([ !#-\[\]-~]*)","sig":"([A-Za-z0-9+/=]*)"\}(.*)\]\}',
+    re.DOTALL,
+)
+_FURTHER_SIGNATURE = re.compile(rb',\{"keyid":"([ !#-\[\]-~]*)","sig":"([A-Za-z0-9+/=]*)"\}')
+
+
+def _from_any_json(data: bytes) -> Envelope:
+    """Parse DSSE JSON in any form through :func:`json.loads` (see :meth:`Envelope.from_json`)."""
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise VerificationError(f"envelope is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise VerificationError("envelope is not a JSON object")
+    payload_type = document.get("payloadType")
+    payload_b64 = document.get("payload")
+    signatures = document.get("signatures")
+    if not isinstance(payload_type, str) or not payload_type:
+        raise VerificationError("envelope has no payloadType")
+    if not isinstance(payload_b64, str):
+        raise VerificationError("envelope has no payload")
+    if not isinstance(signatures, list):
+        raise VerificationError("envelope has no signatures list")
+    parsed: list[Signature] = []
+    for item in signatures:
+        if not isinstance(item, dict):
+            raise VerificationError("envelope signature is not an object")
+        keyid, sig = item.get("keyid"), item.get("sig")
+        if not isinstance(keyid, str) or not isinstance(sig, str):
+            raise VerificationError("envelope signature lacks keyid or sig")
+        parsed.append(Signature(keyid, _b64decode(sig, "sig")))
+    return Envelope(payload_type, _b64decode(payload_b64, "payload"), tuple(parsed))
 
 
 def _b64decode(text: str, field: str) -> bytes:
@@ -175,12 +225,13 @@ def verify(
         raise VerificationError(
             f"payload type {envelope.payload_type!r} where {payload_type!r} was expected"
         )
-    keys = (
-        dict(trusted_keys)
-        if isinstance(trusted_keys, Mapping)
-        else {key_id(k): k for k in trusted_keys}
-    )
-    message = pae(envelope.payload_type, envelope.payload)
+    keys: Mapping[str, Ed25519PublicKey]
+    # dict and MappingProxyType (what callers pass) come first: no abstract-class check.
+    if isinstance(trusted_keys, (dict, MappingProxyType, Mapping)):
+        keys = trusted_keys
+    else:
+        keys = {key_id(k): k for k in trusted_keys}
+    message = pae(payload_type, envelope.payload)  # payload_type is the envelope's.
     valid: set[str] = set()
     for signature in envelope.signatures:
         key = keys.get(signature.keyid)
@@ -190,6 +241,8 @@ def verify(
             key.verify(signature.sig, message)
         except InvalidSignature:
             continue
+        if threshold == 1:  # The usual case (one issuer key): no need to look further.
+            return envelope.payload
         valid.add(signature.keyid)
     if len(valid) < threshold:
         raise VerificationError(

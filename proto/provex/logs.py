@@ -289,7 +289,9 @@ def _finish(
     context: grpc.aio.ServicerContext[Any, Any],
     started: float,
     error: BaseException | None,
+    *,
     traced: bool,
+    peer: str,
 ) -> None:
     code = call_code(context, error)
     seconds = time.perf_counter() - started
@@ -303,7 +305,7 @@ def _finish(
             extra={
                 "grpc_code": code,
                 "duration_ms": round(seconds * 1000, 3),
-                "peer": _peer(context),
+                "peer": peer,
             },
         )
 
@@ -318,15 +320,17 @@ def _unary(behavior: Behavior, method: str, wanted: str | None) -> Behavior:
         with request_scope(wanted, method) as request_id:
             traced = request_id == wanted
             _echo(context, request_id)
+            # Read while the call is alive: context.peer() of a finished call can crash grpc.
+            peer = _peer(context)
             started = time.perf_counter()
             try:
                 result = behavior(request, context)
                 if inspect.isawaitable(result):
                     result = await result
             except BaseException as error:
-                _finish(method, context, started, error, traced)
+                _finish(method, context, started, error, traced=traced, peer=peer)
                 raise
-            _finish(method, context, started, None, traced)
+            _finish(method, context, started, None, traced=traced, peer=peer)
             return result
 
     return handler
@@ -339,6 +343,7 @@ def _streaming(behavior: Behavior, method: str, wanted: str | None) -> Behavior:
         with request_scope(wanted, method) as request_id:
             traced = request_id == wanted
             _echo(context, request_id)
+            peer = _peer(context)  # While the call is alive (see _unary).
             started = time.perf_counter()
             try:
                 responses = behavior(request, context)
@@ -349,9 +354,9 @@ def _streaming(behavior: Behavior, method: str, wanted: str | None) -> Behavior:
                     for response in responses:
                         yield response
             except BaseException as error:
-                _finish(method, context, started, error, traced)
+                _finish(method, context, started, error, traced=traced, peer=peer)
                 raise
-            _finish(method, context, started, None, traced)
+            _finish(method, context, started, None, traced=traced, peer=peer)
 
     return handler
 

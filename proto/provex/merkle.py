@@ -68,6 +68,7 @@ EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 _LEAF_PREFIX = b"\x00"
 _NODE_PREFIX = b"\x01"
+_LEAF_HASHER = hashlib.sha256(_LEAF_PREFIX)
 
 Range: TypeAlias = tuple[int, int]
 """A half-open range of leaf indices ``[start, end)``."""
@@ -81,7 +82,9 @@ NodeVisitor: TypeAlias = Callable[[int, int, bytes], None]
 
 def leaf_hash(entry: bytes) -> bytes:
     """RFC 6962 leaf hash: SHA-256(0x00 ‖ entry)."""
-    return hashlib.sha256(_LEAF_PREFIX + entry).digest()
+    hasher = _LEAF_HASHER.copy()  # Not _LEAF_PREFIX + entry: no copy of a large entry.
+    hasher.update(entry)
+    return hasher.digest()
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
@@ -387,7 +390,8 @@ def _check_hash(name: str, value: bytes) -> None:
 
 def _check_proof_hashes(proof: Sequence[bytes]) -> None:
     for i, value in enumerate(proof):
-        _check_hash(f"proof hash {i}", value)
+        if len(value) != HASH_SIZE:  # The message is only built for the hash that fails.
+            _check_hash(f"proof hash {i}", value)
 
 
 def _inclusion_shape(index: int, size: int) -> tuple[int, int]:
@@ -431,20 +435,34 @@ def root_from_inclusion_proof(
 
     Raises :class:`VerificationError` if the inputs cannot be a valid proof.
     """
-    _check_non_negative("leaf index", index)
-    _check_non_negative("tree size", size)
-    if index >= size:
-        raise VerificationError(f"leaf index {index} is out of range for tree size {size}")
-    _check_hash("leaf hash", leaf_hash)
-    _check_proof_hashes(proof)
-    inner, border = _inclusion_shape(index, size)
+    if index < 0 or size <= index or len(leaf_hash) != HASH_SIZE:
+        _check_non_negative("leaf index", index)
+        _check_non_negative("tree size", size)
+        if index >= size:
+            raise VerificationError(f"leaf index {index} is out of range for tree size {size}")
+        _check_hash("leaf hash", leaf_hash)
+    inner = (index ^ (size - 1)).bit_length()  # _inclusion_shape, inline
+    border = (index >> inner).bit_count()
     if len(proof) != inner + border:
+        _check_proof_hashes(proof)  # A malformed hash is reported first.
         raise VerificationError(
             f"inclusion proof has {len(proof)} hashes, want {inner + border} "
             f"for leaf {index} in tree size {size}"
         )
-    result = _chain_inner(leaf_hash, proof[:inner], index)
-    return _chain_border_right(result, proof[inner:])
+    # _chain_inner over the first ``inner`` hashes, then _chain_border_right over the rest,
+    # in one loop: bit i of ``right`` says that proof[i] is a right sibling.
+    right = ~index & ((1 << inner) - 1)
+    sha256, prefix = hashlib.sha256, _NODE_PREFIX
+    result = leaf_hash
+    for sibling in proof:
+        if len(sibling) != HASH_SIZE:
+            _check_proof_hashes(proof)  # Raises, naming the first malformed hash.
+        if right & 1:
+            result = sha256(prefix + result + sibling).digest()
+        else:
+            result = sha256(prefix + sibling + result).digest()
+        right >>= 1
+    return result
 
 
 def verify_inclusion(
@@ -454,7 +472,8 @@ def verify_inclusion(
 
     Returns None; raises :class:`VerificationError` saying what is wrong otherwise.
     """
-    _check_hash("root", root)
+    if len(root) != HASH_SIZE:
+        _check_hash("root", root)
     computed = root_from_inclusion_proof(leaf_hash, index, size, proof)
     if computed != root:
         raise VerificationError(

@@ -6,8 +6,9 @@ and reads them with :func:`load_settings`: the defaults, then
 ``<state>/<file>`` (TOML), then ``<PREFIX><NAME>`` environment variables; the
 command line applies its flags last with :func:`with_overrides`. Values are
 converted to each field's type (bool, int, float, str, tuple of str); unknown
-keys in the file and values that do not convert are refused with
-:class:`~provex.errors.InvalidArgument` naming the setting, so a typo is
+keys in the file, ``<PREFIX>*`` variables that name no setting, and values
+that do not convert are refused with :class:`~provex.errors.InvalidArgument`
+naming the setting (or the variable, with the known settings), so a typo is
 never silently ignored.
 """
 
@@ -82,13 +83,19 @@ def load_settings(
         except tomllib.TOMLDecodeError as error:
             raise InvalidArgument(f"{path}: {error}") from None
         settings = _apply(settings, document, str(path))
-    names = set(_field_names(settings))
+    names = _field_names(settings)
     env = os.environ if environ is None else environ
-    from_env = {
-        key[len(env_prefix) :].lower(): value
-        for key, value in env.items()
-        if key.startswith(env_prefix) and key[len(env_prefix) :].lower() in names
-    }
+    ours = {key: value for key, value in env.items() if key.startswith(env_prefix)}
+    unknown = sorted(key for key in ours if key[len(env_prefix) :].lower() not in names)
+    if unknown:
+        known = ", ".join(env_prefix + name.upper() for name in names)
+        raise InvalidArgument(
+            f"environment: {', '.join(unknown)} "
+            f"{'names' if len(unknown) == 1 else 'name'} no setting; unset "
+            f"{'it' if len(unknown) == 1 else 'them'} or correct the spelling "
+            f"(known settings: {known})"
+        )
+    from_env = {key[len(env_prefix) :].lower(): value for key, value in ours.items()}
     return _apply(settings, from_env, "environment")
 
 

@@ -154,3 +154,82 @@ def test_a_signing_key_signs_exactly_as_its_private_key() -> None:
     by_prepared = dsse.sign("application/x-test", b"payload", [prepared])
     assert by_prepared == by_key  # Ed25519 signatures are deterministic.
     dsse.verify(by_prepared, "application/x-test", {prepared.keyid: key.public_key()})
+
+
+# The canonical form (what to_json writes, what the log holds) has a fast path in
+# from_json; every input must still parse, or be refused, exactly as json.loads reads it.
+_SIGNED = dsse.add_signatures(dsse.sign(TYPE, b"\x00payload\xff", KEYS[:1]), KEYS[1:2])
+_CANONICAL = _SIGNED.to_json()
+_ONE_SIGNATURE = dsse.sign(TYPE, b"x", KEYS[:1]).to_json()
+_PAYLOAD = base64.b64encode(_SIGNED.payload)
+_SIG = base64.b64encode(_SIGNED.signatures[0].sig)
+
+EDGE_JSON: dict[str, bytes] = {
+    "canonical, two signatures": _CANONICAL,
+    "canonical, one signature": _ONE_SIGNATURE,
+    "no signatures": dsse.Envelope(TYPE, b"x", ()).to_json(),
+    "white space": json.dumps(json.loads(_CANONICAL), indent=1).encode(),
+    "keys in another order": b'{"payloadType":"t","payload":"eA==","signatures":[]}',
+    "escaped slash in payload": _CANONICAL.replace(b"/", b"\\/"),
+    "unicode escape in payload": _CANONICAL.replace(
+        _PAYLOAD[:1], b"\\u00" + _PAYLOAD[:1].hex().encode(), 1
+    ),
+    "non-ASCII payload type": _CANONICAL.replace(TYPE.encode(), "类型".encode()),
+    "escaped quote in payload type": _CANONICAL.replace(b"+protobuf", b'+\\"protobuf'),
+    "duplicate payload key": _CANONICAL.replace(b'{"payload":', b'{"payload":"AAAA","payload":', 1),
+    "non-canonical padding bits": _ONE_SIGNATURE.replace(b'"payload":"eA=="', b'"payload":"eB=="'),
+    "missing padding": _ONE_SIGNATURE.replace(b'"payload":"eA=="', b'"payload":"eA"'),
+    "padding inside": _ONE_SIGNATURE.replace(b'"payload":"eA=="', b'"payload":"e=A="'),
+    "three padding characters": _ONE_SIGNATURE.replace(b'"payload":"eA=="', b'"payload":"eA==="'),
+    "new line in payload": _ONE_SIGNATURE.replace(b'"payload":"eA=="', b'"payload":"eA\\n=="'),
+    "raw new line in payload": _ONE_SIGNATURE.replace(b'"payload":"eA=="', b'"payload":"e\nA=="'),
+    "sig not base64": _CANONICAL.replace(_SIG, b"*" + _SIG[1:]),
+    "sig missing padding": _CANONICAL.replace(_SIG, _SIG.rstrip(b"=")),
+    "trailing comma in signatures": _CANONICAL.replace(b"}]}", b"},]}"),
+    "signature with an extra field": _CANONICAL.replace(b'{"keyid"', b'{"extra":1,"keyid"', 1),
+    "empty payload type": _ONE_SIGNATURE.replace(TYPE.encode(), b""),
+    "trailing garbage": _CANONICAL + b"x",
+    "trailing white space": _CANONICAL + b" ",
+    "truncated": _CANONICAL[:-1],
+}
+
+
+def _by_json_loads(data: bytes) -> dsse.Envelope | str:
+    try:
+        return dsse._from_any_json(data)
+    except VerificationError as error:
+        return f"refused: {error}"
+
+
+def _by_from_json(data: bytes) -> dsse.Envelope | str:
+    try:
+        return dsse.Envelope.from_json(data)
+    except VerificationError as error:
+        return f"refused: {error}"
+
+
+@pytest.mark.parametrize("data", EDGE_JSON.values(), ids=EDGE_JSON.keys())
+def test_fast_path_reads_every_input_as_json_loads_does(data: bytes) -> None:
+    assert _by_from_json(data) == _by_json_loads(data)
+
+
+def test_fast_path_edge_table_covers_both_outcomes() -> None:
+    outcomes = {isinstance(_by_from_json(data), str) for data in EDGE_JSON.values()}
+    assert outcomes == {True, False}
+    assert dsse.Envelope.from_json(_CANONICAL) == _SIGNED
+    assert dsse.Envelope.from_json(EDGE_JSON["non-canonical padding bits"]).payload == b"x"
+
+
+@given(
+    position=st.integers(min_value=0),
+    replacement=st.sampled_from(
+        [b"", b"=", b"==", b"A", b"/", b"+", b"\\", b'"', b",", b"}", b"]", b" ", b"\n", b"\xc3"]
+    ),
+    width=st.integers(min_value=0, max_value=3),
+)
+def test_fast_path_agrees_with_json_loads_on_mutations(
+    position: int, replacement: bytes, width: int
+) -> None:
+    at = position % (len(_CANONICAL) + 1)
+    data = _CANONICAL[:at] + replacement + _CANONICAL[at + width :]
+    assert _by_from_json(data) == _by_json_loads(data)

@@ -635,6 +635,12 @@ BAD_INCLUSION: dict[str, tuple[tuple[bytes, int, int, list[bytes], bytes], str]]
     "proof too short": ((LEAF2, 2, 8, INCL_2_8[:2], T8), "has 2 hashes, want 3"),
     "proof too long": ((LEAF2, 2, 8, [*INCL_2_8, H], T8), "has 4 hashes, want 3"),
     "empty proof": ((LEAF2, 2, 8, [], T8), "has 0 hashes, want 3"),
+    # A malformed hash is named before a wrong count, and a bad border hash is caught too.
+    "short proof hash, proof too long": (
+        (LEAF2, 2, 8, [*INCL_2_8, H[:5]], T8),
+        "proof hash 3 has 5 bytes",
+    ),
+    "short border hash": ((LEAF2, 4, 6, [H, H[:31]], T8), "proof hash 1 has 31 bytes"),
     "proof for single leaf tree": ((CT_LEAVES[0], 0, 1, [H], CT_LEAVES[0]), "want 0"),
     "wrong leaf": ((CT_LEAVES[3], 2, 8, INCL_2_8, T8), "gives root"),
     "wrong index": ((LEAF2, 3, 8, INCL_2_8, T8), "gives root"),

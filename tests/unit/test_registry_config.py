@@ -20,7 +20,7 @@ def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
     )
     config = load_config(
         tmp_path,
-        environ={"PROVEX_REGISTRY_MAX_BATCH": "128", "PROVEX_REGISTRY_UNRELATED": "x"},
+        environ={"PROVEX_REGISTRY_MAX_BATCH": "128", "PROVEX_NODE_UNRELATED": "x"},
     )
     assert config.trust_domain == "gov.example"
     assert config.max_batch == 128
