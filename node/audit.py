@@ -18,7 +18,7 @@ many certificates, status statements, trade records, permits, ...).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,18 +86,38 @@ def _short_type(payload_type: str) -> str:
     return payload_type.removeprefix("application/vnd.provex.").removesuffix("+protobuf")
 
 
-def check_entry(index: int, entry: bytes, trust_root: TrustRoot, report: AuditReport) -> None:
-    """Verify one entry's signature and payload; count it or record the problem."""
+def check_entry(
+    index: int,
+    entry: bytes,
+    trust_root: TrustRoot,
+    report: AuditReport,
+    trust_roots: Mapping[int, bytes] | None = None,
+) -> None:
+    """Verify one entry's signature and payload; count it or record the problem.
+
+    ``trust_roots`` are the envelopes of the trust root versions the node
+    verified as a chain (``trust/root-<n>.json``): a logged version must be
+    exactly one of them (older versions may be signed by root keys the
+    current version no longer lists); a newer one needs the current root keys.
+    """
     try:
         envelope = dsse.Envelope.from_json(entry)
         message_class = documents.MESSAGE_TYPES.get(envelope.payload_type)
         if message_class is None:
             raise VerificationError(f"unknown document type {envelope.payload_type!r}")
+        known = None
         if message_class is trust_pb2.TrustRoot:
+            version = documents.decode_payload(envelope.payload, trust_pb2.TrustRoot).version
+            known = (trust_roots or {}).get(version)
+            if known is not None and known != entry:
+                raise VerificationError(
+                    f"trust root version {version} is not the one this node verified"
+                )
             keys, threshold = trust_root.root_public_keys, trust_root.root_threshold
         else:
             keys, threshold = trust_root.issuer_keys, 1
-        documents.open_document(envelope, message_class, keys, threshold)
+        if known is None:
+            documents.open_document(envelope, message_class, keys, threshold)
     except (VerificationError, ValueError) as error:
         report.add_problem(f"entry {index}: {error}")
         return
@@ -111,6 +131,7 @@ async def audit_log(
     deadline: float,
     *,
     progress: Callable[[int, int], None] | None = None,
+    trust_roots: Mapping[int, bytes] | None = None,
 ) -> AuditReport:
     """Fetch entries ``[0, checkpoint.size)`` and check them against ``checkpoint``."""
     report = AuditReport(tree_size=checkpoint.size, root_hash=checkpoint.root_hash.hex())
@@ -131,7 +152,7 @@ async def audit_log(
             )
             break
         for entry in answer.entries[: end - position]:
-            check_entry(position, entry, trust_root, report)
+            check_entry(position, entry, trust_root, report, trust_roots)
             compact.append(merkle.leaf_hash(entry))
             position += 1
         if progress is not None:
@@ -153,6 +174,10 @@ async def audit_state(
     identity = require_enrolled(state_dir)
     layout = StateLayout(state_dir)
     root = load_trust_root_chain(layout, identity.trust_root_digest).root
+    # The chain just verified: each logged version must be one of these files.
+    trust_roots = {
+        version: layout.trust_root(version).read_bytes() for version in range(1, root.version + 1)
+    }
     database = await Database.open(layout.database, migrations=MIGRATIONS, readonly=True)
     try:
         row = await database.run(
@@ -177,7 +202,12 @@ async def audit_state(
     )
     try:
         return await audit_log(
-            link.log, root, checkpoint, config.registry_deadline, progress=progress
+            link.log,
+            root,
+            checkpoint,
+            config.registry_deadline,
+            progress=progress,
+            trust_roots=trust_roots,
         )
     finally:
         await link.close()

@@ -59,6 +59,9 @@ class NodeConfig:
     certificate_renew_before_days: float = 0.0
     certificate_check_seconds: float = 5.0
     certificate_retry_max_seconds: float = 600.0
+    # How often `serve` asks the registry for a newer trust root version (node.trust_follow;
+    # also once at start). After a failed attempt it asks again within a minute.
+    trust_root_poll_seconds: float = 3600.0
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> NodeConfig:
         """A copy with the given settings replaced (None values are ignored)."""

@@ -90,18 +90,20 @@ async def enroll(
             first = await trust_service.GetTrustRoot(
                 registry_pb2.GetTrustRootRequest(version=1), timeout=deadline
             )
-            pinned = trust.load_trust_root(first.envelope, invitation.trust_root_digest, now)
-            if not _same_certificate(pinned.root.ca_certificate_pem.encode(), registry_ca_pem):
-                raise VerificationError(
-                    "the CA file given is not the federation CA of the invitation's trust root"
-                )
             envelopes = [first.envelope]
             for version in range(2, first.latest_version + 1):
                 answer = await trust_service.GetTrustRoot(
                     registry_pb2.GetTrustRootRequest(version=version), timeout=deadline
                 )
                 envelopes.append(answer.envelope)
-            current = trust.verify_chain(pinned, envelopes[1:], now)
+            # Pinned version 1 (it may have expired), then every rotation to the current one.
+            current = trust.load_pinned_chain(
+                first.envelope, invitation.trust_root_digest, envelopes[1:], now
+            )
+            if not _same_certificate(current.root.ca_certificate_pem.encode(), registry_ca_pem):
+                raise VerificationError(
+                    "the CA file given is not the federation CA of the invitation's trust root"
+                )
             response = await registry_pb2_grpc.EnrollmentServiceStub(channel).Enroll(
                 registry_pb2.EnrollRequest(
                     invitation=invitation_text,

@@ -11,7 +11,9 @@ delivers its outbox to the registry, follows the registry's status
 statements, verifies every newer checkpoint against the last one it kept
 (and cosigns it), refreshes the node directory, and renews its federation
 certificate before it expires (:mod:`node.renewal`; the peer port, the
-registry link and the peer dialer switch to the new one without a restart).
+registry link and the peer dialer switch to the new one without a restart),
+and fetches, verifies, stores and uses newer trust root versions
+(:mod:`node.trust_follow`).
 Once both ports listen it writes ``<state>/run/endpoints.json`` and prints
 the same object as one JSON line; SIGTERM or SIGINT drains calls and stops
 everything cleanly.
@@ -41,6 +43,7 @@ from node.services.operator import OperatorService
 from node.services.peer import PeerService
 from node.state import StateLayout, load_signing_key, load_trust_root_chain, require_enrolled
 from node.sync import CheckpointKeeper, StatusFollower
+from node.trust_follow import TrustRootFollower, TrustRootHolder
 from provex.checkpoint import CosignatureSigner
 from provex.identity import TlsMaterial
 from provex.logs import RequestIdInterceptor
@@ -54,6 +57,7 @@ from provex.rpc import (
 )
 from provex.storage import Database
 from provex.timestamps import utc_now
+from provex.trust import SignedTrustRoot
 from provex.v1 import node_pb2, node_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -88,7 +92,11 @@ async def start(state_dir: Path, config: NodeConfig) -> RunningNode:
     metrics = ServerMetrics("node", identity.node_id)
     metrics_http = await serve_metrics(metrics, config.metrics_listen)
     layout = StateLayout(state_dir)
-    root = load_trust_root_chain(layout, identity.trust_root_digest).root
+    # The version in use may change while serving (node.trust_follow): parts that verify
+    # with it read holder.current; the rest keep the keys it started with, which a
+    # swapped-in version never changes.
+    holder = TrustRootHolder(load_trust_root_chain(layout, identity.trust_root_digest))
+    root = holder.started_with
     federation = TlsMaterial(
         layout.federation_ca.read_bytes(), layout.tls_cert.read_bytes(), layout.tls_key.read_bytes()
     )
@@ -99,7 +107,7 @@ async def start(state_dir: Path, config: NodeConfig) -> RunningNode:
     signing_key = load_signing_key(state_dir)
     keeper = CheckpointKeeper(
         writer,
-        root,
+        lambda: holder.current,
         link.log,
         config.registry_deadline,
         CosignatureSigner(identity.node_id, signing_key),
@@ -125,12 +133,19 @@ async def start(state_dir: Path, config: NodeConfig) -> RunningNode:
         clock=utc_now,
         peer_deadline=config.peer_deadline,
     )
-    follower = StatusFollower(writer, root, link.certificates, instance.apply_statement)
+
+    def use_trust_root(signed: SignedTrustRoot) -> None:
+        instance.trust_root = signed.root
+
+    holder.on_change(use_trust_root)
+    follower = StatusFollower(
+        writer, lambda: holder.current, link.certificates, instance.apply_statement
+    )
     instance.follower = follower
     instance.trades = trading.Trading(
         node_id=identity.node_id,
         signing_key=signing_key,
-        trust_root=root,
+        trust_root=lambda: holder.current,
         writer=writer,
         reader=reader,
         link=link,
@@ -216,6 +231,17 @@ async def start(state_dir: Path, config: NodeConfig) -> RunningNode:
             name="provex-catalog",
         ),
         asyncio.create_task(renewer.run(), name="provex-certificate-renewal"),
+        asyncio.create_task(
+            TrustRootFollower(
+                layout,
+                holder,
+                identity.registry_public,
+                deadline=config.registry_deadline,
+                clock=utc_now,
+                metrics=metrics,
+            ).run(config.trust_root_poll_seconds),
+            name="provex-trust-root",
+        ),
     )
     endpoints: dict[str, Any] = {
         "service": "node",

@@ -221,11 +221,10 @@ def enrolled_identity(identity: Identity, **changes: str) -> Identity:
 
 def load_trust_root_chain(layout: StateLayout, digest: str) -> trust.SignedTrustRoot:
     """The pinned first trust root and every later version on disk, verified in order."""
-    now = utc_now()
-    pinned = trust.load_trust_root(layout.trust_root(1).read_bytes(), digest, now)
     newer = []
     version = 2
     while layout.trust_root(version).exists():
         newer.append(layout.trust_root(version).read_bytes())
         version += 1
-    return trust.verify_chain(pinned, newer, now)
+    # Version 1 may have expired: only the newest must be current (provex.trust).
+    return trust.load_pinned_chain(layout.trust_root(1).read_bytes(), digest, newer, utc_now())

@@ -739,7 +739,7 @@ class Trading:
         *,
         node_id: str,
         signing_key: Ed25519PrivateKey,
-        trust_root: TrustRoot,
+        trust_root: TrustRoot | Callable[[], TrustRoot],
         writer: Database,
         reader: Database,
         link: RegistryLink,
@@ -752,7 +752,8 @@ class Trading:
         self._node_id = node_id
         self._key = signing_key
         self._public = dsse.raw_public_key(signing_key.public_key())
-        self._root = trust_root
+        # A function when the node follows new trust root versions (node.trust_follow).
+        self._trust_root = trust_root
         self._writer = writer
         self._reader = reader
         self._link = link
@@ -777,6 +778,12 @@ class Trading:
         worker.add_kind(RISK_KIND, self._file_assessment, on_done=_assessment_filed)
 
     # ------------------------------------------------------------ helpers
+
+    @property
+    def _root(self) -> TrustRoot:
+        """The trust root in use now (swapped after a rotation)."""
+        root = self._trust_root
+        return root if isinstance(root, TrustRoot) else root()
 
     async def _wait(self, key: str) -> None:
         self._worker.wake()

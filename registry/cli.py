@@ -59,6 +59,7 @@ from registry.server import serve
 from registry.setup import add_admin, initialize
 from registry.state import StateLayout, latest_trust_root
 from registry.transparency import verify_log
+from registry.trust_rotation import rotate_command
 
 DEADLINE = 20.0
 
@@ -163,6 +164,27 @@ def build_parser() -> argparse.ArgumentParser:
         dest="log_command", metavar="ACTION", required=True
     )
     with_state(log.add_parser("verify", help="recompute the tree and check every checkpoint"))
+    trust_commands = commands.add_parser(
+        "trust", help="the trust root (offline: the registry must be stopped)"
+    ).add_subparsers(dest="trust_command", metavar="ACTION", required=True)
+    rotate = with_state(
+        trust_commands.add_parser(
+            "rotate",
+            help="make the next trust root version (the registry must be stopped)",
+            description="Make trust root version N+1: same trust domain, issuer key, log key "
+            "and federation CA, a new expiry; signed by a threshold of version N's root keys "
+            "(and, with --new-root-keys, of a new set written to keys/root-v<N+1>-<k>.pem), "
+            "logged like version 1 and written to trust/root-<N+1>.json. Run it while the "
+            "registry is stopped; once started again it serves the new version and nodes "
+            "fetch it by themselves.",
+        )
+    )
+    rotate.add_argument(
+        "--validity-days", type=float, default=365.0, help="days until it expires (default 365)"
+    )
+    rotate.add_argument(
+        "--new-root-keys", action="store_true", help="replace the root keys by a new set"
+    )
     backup.add_commands(commands, "provex-registry")
     _supervision_parsers(commands, with_state)
     return parser
@@ -387,6 +409,8 @@ def _run(args: argparse.Namespace) -> int:
             else "log verification FAILED:\n  " + "\n  ".join(verification.problems),
         )
         return 0 if verification.ok else 1
+    if args.command == "trust":
+        return _rotate_trust_root(args)
     if args.command in ("backup", "restore"):
         summary, text = backup.run_command(args, "registry")
         _emit(args, summary, text)
@@ -778,6 +802,33 @@ def _certificate(args: argparse.Namespace) -> int:
         {"dataset_id": dataset_id, "status": status, **_as_dict(response)},
         f"{dataset_id}: {status}; {_bundle_text(response.statement)} "
         "(nodes following the registry apply it by themselves)",
+    )
+    return 0
+
+
+def _rotate_trust_root(args: argparse.Namespace) -> int:
+    """``trust rotate``: the next trust root version, made offline."""
+    done = rotate_command(
+        args.state, load_config(args.state), utc_now(), args.validity_days, args.new_root_keys
+    )
+    keys = ", ".join(str(p) for p in done.new_root_key_files) or "unchanged"
+    _emit(
+        args,
+        {
+            "version": done.version,
+            "digest": done.digest,
+            "issued_at": done.issued_at.isoformat(),
+            "expires_at": done.expires_at.isoformat(),
+            "log_index": done.log_index,
+            "path": str(done.path),
+            "new_root_keys": [str(p) for p in done.new_root_key_files],
+            "resumed": done.resumed,
+        },
+        f"trust root version {done.version}{' (completed an interrupted run)' * done.resumed}\n"
+        f"  file         {done.path}\n  digest       {done.digest}\n"
+        f"  expires      {done.expires_at.isoformat()}\n  log index    {done.log_index}\n"
+        f"  root keys    {keys}\n"
+        "start the registry again: it serves the new version and nodes fetch it by themselves",
     )
     return 0
 

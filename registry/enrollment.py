@@ -253,6 +253,19 @@ async def latest_trust_root_envelope(db: Database) -> bytes:
     return envelope
 
 
+async def first_trust_root_envelope(db: Database) -> bytes:
+    """The envelope of trust root version 1: what invitations pin."""
+
+    def read(conn: sqlite3.Connection) -> bytes | None:
+        row = conn.execute("SELECT envelope FROM trust_roots WHERE version = 1").fetchone()
+        return None if row is None else bytes(row[0])
+
+    envelope = await db.run(read)
+    if envelope is None:
+        raise FailedPrecondition("the registry has no trust root: run `provex-registry init`")
+    return envelope
+
+
 def _registry_address(config: RegistryConfig) -> str:
     address = config.public_listen
     return "" if address.endswith(":0") else address
@@ -294,7 +307,8 @@ async def create_invitation(
         region_code=region_code,
         trust_domain=config.trust_domain,
         registry_address=_registry_address(config),
-        trust_root_digest=trust.digest_of(await latest_trust_root_envelope(writer)),
+        # Nodes pin version 1 and walk forward to the current one (node.state).
+        trust_root_digest=trust.digest_of(await first_trust_root_envelope(writer)),
         expires_at=expires_at,
     )
 

@@ -5,6 +5,7 @@ Layout of ``<state>``::
     registry.toml          settings (registry.config)
     registry.db            SQLite: log, certificates, members, catalog, ...
     keys/root-<n>.pem      Ed25519 root keys (threshold 2 of 3; move offline in production)
+    keys/root-v<N>-<n>.pem root keys first listed by version N (``trust rotate --new-root-keys``)
     keys/issuer.pem        Ed25519 online issuer key (certificates, statements, permits)
     keys/log.pem           Ed25519 log key (checkpoints)
     tls/ca.pem, ca-key.pem           federation CA (ECDSA P-256)

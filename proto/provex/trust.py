@@ -196,16 +196,33 @@ def _require_unexpired(root: TrustRoot, now: datetime) -> None:
         )
 
 
-def load_trust_root(envelope_bytes: bytes, pinned_digest: str, now: datetime) -> SignedTrustRoot:
-    """Trust a root because its digest is pinned and it is signed by its own threshold."""
+def _pinned(envelope_bytes: bytes, pinned_digest: str) -> SignedTrustRoot:
     envelope, signed = _open(envelope_bytes)
     if signed.digest != pinned_digest.lower():
         raise VerificationError(
             f"trust root digest {signed.digest} does not match the pinned {pinned_digest}"
         )
     _require_threshold(envelope, signed.root, f"trust root version {signed.root.version}")
+    return signed
+
+
+def load_trust_root(envelope_bytes: bytes, pinned_digest: str, now: datetime) -> SignedTrustRoot:
+    """Trust a root because its digest is pinned and it is signed by its own threshold."""
+    signed = _pinned(envelope_bytes, pinned_digest)
     _require_unexpired(signed.root, now)
     return signed
+
+
+def load_pinned_chain(
+    pinned_envelope: bytes, pinned_digest: str, newer: Iterable[bytes], now: datetime
+) -> SignedTrustRoot:
+    """The pinned version and every newer one in order, verified; the newest must be unexpired.
+
+    The pinned version may have expired when newer ones follow it: a node
+    pinned to version 1 walks forward to the current version after version
+    1's year is over (a rotation, ``provex-registry trust rotate``).
+    """
+    return verify_chain(_pinned(pinned_envelope, pinned_digest), newer, now)
 
 
 def verify_update(trusted: SignedTrustRoot, envelope_bytes: bytes) -> SignedTrustRoot:
