@@ -29,6 +29,7 @@ from node.config import NodeConfig
 from node.registry_link import RegistryLink
 from node.schema import MIGRATIONS
 from node.state import StateLayout, load_trust_root_chain, require_enrolled
+from provex import bundle as bundles
 from provex import documents, merkle
 from provex import envelope as dsse
 from provex.checkpoint import Checkpoint, open_checkpoint
@@ -113,10 +114,8 @@ def check_entry(
                 raise VerificationError(
                     f"trust root version {version} is not the one this node verified"
                 )
-            keys, threshold = trust_root.root_public_keys, trust_root.root_threshold
-        else:
-            keys, threshold = trust_root.issuer_keys, 1
         if known is None:
+            keys, threshold = bundles.document_signers(trust_root, message_class)
             documents.open_document(envelope, message_class, keys, threshold)
     except (VerificationError, ValueError) as error:
         report.add_problem(f"entry {index}: {error}")

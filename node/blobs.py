@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from provex.errors import FailedPrecondition, InvalidArgument, NotFound
+from provex.keyfiles import fsync_directory
 
 PIECE_BYTES = 1024 * 1024
 """How much of a file is read at a time while copying or hashing."""
@@ -37,14 +38,6 @@ def digest_hex(digest: bytes) -> str:
     if len(digest) != DIGEST_BYTES:
         raise InvalidArgument(f"a content digest is 32 bytes of SHA-256, got {len(digest)} bytes")
     return digest.hex()
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def hash_file(path: Path) -> tuple[bytes, int]:
@@ -127,7 +120,7 @@ class BlobStore:
         """Rename a complete, fsynced scratch file to its blob name; fsync the directory."""
         target = self.path(digest)
         os.replace(scratch, target)
-        _fsync_directory(self.root)
+        fsync_directory(self.root)
         return target
 
     def import_file(self, source: Path, expected: bytes | None = None) -> Imported:

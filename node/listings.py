@@ -57,7 +57,7 @@ import sqlite3
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 from provex.errors import FailedPrecondition, InvalidArgument, NotFound
 from provex.grading import RULE_NO_CORE_DATA, RULE_TRADABLE_CATEGORIES_ONLY, Grade
@@ -800,6 +800,21 @@ def set_state(  # noqa: PLR0917 (the signature the servicers call)
     return updated
 
 
+def _suspend_rows(
+    conn: sqlite3.Connection, rows: list[Any], reason: str, now: datetime
+) -> list[str]:
+    """Suspend the listings of ``(title, description, listing)`` rows; their ids in row order."""
+    stamp = to_timestamp(now)
+    suspended: list[str] = []
+    for title, description, blob in rows:
+        listing = _from_row(title, description, blob)
+        listing.state = SUSPENDED
+        listing.updated_at.CopyFrom(stamp)
+        _store(conn, listing, reason)
+        suspended.append(listing.listing_id)
+    return suspended
+
+
 def suspend_listings_of_dataset(
     conn: sqlite3.Connection,
     dataset_id: str,
@@ -821,14 +836,7 @@ def suspend_listings_of_dataset(
         "WHERE dataset_id = ? AND state = ? ORDER BY listing_id",
         (dataset_id, LISTED),
     ).fetchall()
-    stamp = to_timestamp(now)
-    suspended: list[str] = []
-    for title, description, blob in rows:
-        listing = _from_row(title, description, blob)
-        listing.state = SUSPENDED
-        listing.updated_at.CopyFrom(stamp)
-        _store(conn, listing, reason)
-        suspended.append(listing.listing_id)
+    suspended = _suspend_rows(conn, rows, reason, now)
     if revoked:
         conn.execute(
             "UPDATE listings SET revoked = 1 WHERE dataset_id = ? AND revoked = 0", (dataset_id,)
@@ -851,15 +859,7 @@ def suspend_listings_of_holder(
         "WHERE holder = ? AND state = ? ORDER BY listing_id",
         (holder, LISTED),
     ).fetchall()
-    stamp = to_timestamp(now)
-    suspended: list[str] = []
-    for title, description, blob in rows:
-        listing = _from_row(title, description, blob)
-        listing.state = SUSPENDED
-        listing.updated_at.CopyFrom(stamp)
-        _store(conn, listing, reason)
-        suspended.append(listing.listing_id)
-    return suspended
+    return _suspend_rows(conn, rows, reason, now)
 
 
 def relist(

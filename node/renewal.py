@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -65,6 +64,7 @@ from provex.identity import (
     node_server_name,
     spiffe_id_of_certificate,
 )
+from provex.keyfiles import replace_file
 from provex.rpc import raise_for_rpc_error
 from provex.trust import TrustRoot
 from provex.v1 import registry_pb2, registry_pb2_grpc
@@ -131,25 +131,11 @@ def check_certificate(
         raise VerificationError("the new certificate is not for this node's TLS key")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with scratch.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(scratch, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 def install_certificate(layout: StateLayout, certificate_pem: bytes) -> Path:
     """Keep the current certificate as ``node.pem.previous``; replace ``node.pem`` atomically."""
     previous = layout.tls_cert.with_name(layout.tls_cert.name + PREVIOUS_SUFFIX)
-    _atomic_write(previous, layout.tls_cert.read_bytes())
-    _atomic_write(layout.tls_cert, certificate_pem)
+    replace_file(previous, layout.tls_cert.read_bytes())
+    replace_file(layout.tls_cert, certificate_pem)
     return previous
 
 
@@ -340,7 +326,7 @@ class CertificateRenewer:
         return nonce or "-"
 
     def _answer(self, nonce: str, document: dict[str, object]) -> None:
-        _atomic_write(
+        replace_file(
             self._layout.root / "run" / ANSWER_FILE,
             json.dumps({"nonce": nonce, **document}, sort_keys=True).encode(),
         )
@@ -419,7 +405,7 @@ async def _ask_running_node(state_dir: Path, wait_seconds: float) -> Renewed:
     run = state_dir / "run"
     nonce = secrets.token_hex(8)
     answer = run / ANSWER_FILE
-    _atomic_write(run / REQUEST_FILE, nonce.encode())
+    replace_file(run / REQUEST_FILE, nonce.encode())
     give_up = time.monotonic() + wait_seconds
     while time.monotonic() < give_up:
         try:

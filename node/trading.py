@@ -557,16 +557,9 @@ def trade_record(
     now: datetime,
 ) -> supervision_pb2.TradeRecord:
     """The report of a finalized contract to the registry."""
-    terms = contract.terms
-    record = supervision_pb2.TradeRecord(
-        contract_id=terms.contract_id,
-        contract=contract.envelope,
-        dataset_id=terms.dataset_id,
-        seller=terms.seller,
-        buyer=terms.buyer,
-        seller_node=terms.seller_node,
-        buyer_node=terms.buyer_node,
-        price=terms.price,
+    record = contracts.trade_record(
+        contract.terms,
+        contract.envelope,
         category=listing.categories[0] if listing.categories else "",
         grade=listing.grade,
         region_code=listing.region_code,

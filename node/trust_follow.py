@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 from datetime import datetime
 
@@ -37,6 +36,7 @@ from node.state import StateLayout
 from provex import trust
 from provex.errors import FailedPrecondition, VerificationError
 from provex.identity import channel_credentials
+from provex.keyfiles import create_file
 from provex.metrics import ServerMetrics
 from provex.v1 import registry_pb2, registry_pb2_grpc
 
@@ -104,13 +104,7 @@ def store_trust_root(layout: StateLayout, version: int, envelope: bytes) -> bool
             f"{path} holds another trust root version {version} than the registry serves: "
             "the registry's history changed; investigate before trusting either"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    scratch.write_bytes(envelope)
-    try:
-        os.link(scratch, path)  # Atomic, and refuses a file that appeared meanwhile.
-    finally:
-        scratch.unlink()
+    create_file(path, envelope)  # Whole or not at all; refuses one that appeared meanwhile.
     return True
 
 

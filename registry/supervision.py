@@ -70,7 +70,7 @@ from functools import partial
 from zoneinfo import ZoneInfo
 
 from provex import customs, documents
-from provex.contracts import normalize_contract_id, verify_contract
+from provex.contracts import normalize_contract_id, trade_record, verify_contract
 from provex.envelope import Envelope
 from provex.errors import (
     AlreadyExists,
@@ -82,7 +82,8 @@ from provex.errors import (
     VerificationError,
 )
 from provex.grading import CrossBorderRule, Grade
-from provex.ids import CreditCode, DatasetId
+from provex.ids import DatasetId
+from provex.members import check_credit_code
 from provex.timestamps import from_timestamp, to_timestamp, utc_now
 from provex.v1 import common_pb2, dataset_pb2, market_pb2, supervision_pb2
 from registry.authz import (
@@ -285,13 +286,6 @@ def _key(key: str) -> str:
     return key
 
 
-def _code(text: str, field: str) -> str:
-    try:
-        return CreditCode.parse(text).code
-    except InvalidArgument as error:
-        raise InvalidArgument(f"{field}: {error}") from None
-
-
 def _dataset(text: str, field: str) -> str:
     try:
         return str(DatasetId.parse(text))
@@ -304,7 +298,7 @@ def normalize_assessment(
 ) -> supervision_pb2.RiskAssessment:
     """The report as filed, checked field by field (InvalidArgument names the field)."""
     out = supervision_pb2.RiskAssessment(
-        holder=_code(assessment.holder, "assessment.holder"),
+        holder=check_credit_code(assessment.holder, "assessment.holder"),
         processing=_text(assessment.processing, "assessment.processing"),
         risks=_text(assessment.risks, "assessment.risks"),
         measures=_text(assessment.measures, "assessment.measures"),
@@ -665,7 +659,7 @@ class Supervision:
         params: list[object] = [prefix + "%"]
         if holder:
             sql += " AND holder = ?"
-            params.append(_code(holder, "holder"))
+            params.append(check_credit_code(holder, "holder"))
         if caller.role is Role.NODE:
             sql += " AND node_id = ?"
             params.append(caller.name)
@@ -749,7 +743,7 @@ class Supervision:
                     f"{caller} is a {caller.role.value}"
                 )
         key = _key(key)
-        exporter = _code(application.exporter, "application.exporter")
+        exporter = check_credit_code(application.exporter, "application.exporter")
         member = await self._member_of(exporter, "exporter")
         self._node_acts_for(caller, member, "exporter")
         applicant = str(caller)
@@ -982,7 +976,7 @@ class Supervision:
     ) -> supervision_pb2.StandardContractFiling:
         """Record a node's standard contract for its member; the same filing again is a no-op."""
         require_node(caller, "FileStandardContract")
-        exporter = _code(filing.exporter, "filing.exporter")
+        exporter = check_credit_code(filing.exporter, "filing.exporter")
         member = await self._member_of(exporter, "exporter")
         self._node_acts_for(caller, member, "exporter")
         destination = customs.normalize_country(filing.destination, "filing.destination")
@@ -1114,7 +1108,7 @@ class Supervision:
         """The mechanism an export would need now, given the exporter's counts this year."""
         if caller.role is not Role.NODE:
             require_overseer(caller, "CheckExport")
-        exporter = _code(request.exporter, "exporter")
+        exporter = check_credit_code(request.exporter, "exporter")
         member = await self._member_of(exporter, "exporter")
         self._node_acts_for(caller, member, "exporter")
         require_in_scope(caller, member.region_code, f"exporter {exporter}")
@@ -1278,20 +1272,14 @@ class Supervision:
             decision = customs.check_export(
                 export, count, cross_border=rules, documents=held, negative_list=listed
             )
-            record = supervision_pb2.TradeRecord(
-                contract_id=contract_id,
-                contract=trade.contract,
-                dataset_id=terms.dataset_id,
-                seller=terms.seller,
-                buyer=terms.buyer,
-                seller_node=terms.seller_node,
-                buyer_node=terms.buyer_node,
-                price=terms.price,
+            record = trade_record(
+                terms,
+                trade.contract,
                 category=certificate.dataset.categories[0],
                 grade=common_pb2.Grade.ValueType(int(grade)),
                 region_code=seller.region_code,
-                finalized_at=to_timestamp(date),
             )
+            record.finalized_at.CopyFrom(to_timestamp(date))
             if decision.is_export:
                 record.export.CopyFrom(
                     supervision_pb2.ExportDeclaration(
@@ -1443,7 +1431,7 @@ class Supervision:
         """Freeze (SUSPENDED) or unfreeze (ACTIVE) a member: a logged status statement."""
         action = "FreezeMember" if frozen else "UnfreezeMember"
         require_supervisor(caller, action)
-        code = _code(credit_code, "credit_code")
+        code = check_credit_code(credit_code, "credit_code")
         reason = check_reason(reason)
         member = await self._member_of(code, "member")
         require_in_scope(caller, member.region_code, f"member {code}")

@@ -19,7 +19,6 @@ is started again; nodes fetch it by themselves (:mod:`node.trust_follow`).
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -33,7 +32,7 @@ from provex import trust
 from provex.checkpoint import NoteSigner
 from provex.errors import FailedPrecondition, InvalidArgument, VerificationError
 from provex.healthprobe import check, probe_target
-from provex.keyfiles import ed25519_to_pem, load_ed25519, write_secret
+from provex.keyfiles import create_file, ed25519_to_pem, load_ed25519, write_secret
 from registry.config import RegistryConfig
 from registry.db import Database
 from registry.publication import Publisher
@@ -141,18 +140,6 @@ def _current_keys(
     return issuer, log_key
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all (a new file; an existing one is refused)."""
-    if path.exists():
-        raise FailedPrecondition(f"{path} exists already; refusing to overwrite it")
-    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    scratch.write_bytes(data)
-    try:
-        os.link(scratch, path)  # Fails if the file appeared meanwhile: never overwritten.
-    finally:
-        scratch.unlink()
-
-
 async def _database_versions(db: Database) -> dict[int, tuple[bytes, int]]:
     def read(conn: sqlite3.Connection) -> dict[int, tuple[bytes, int]]:
         rows = conn.execute("SELECT version, envelope, log_index FROM trust_roots")
@@ -165,7 +152,7 @@ def _resume(layout: StateLayout, version: int, envelope: bytes, log_index: int) 
     """Write the file of a version the database holds but the disk does not."""
     root = trust.decode_trust_root(envelope)
     path = layout.trust_root(version)
-    _write_atomically(path, envelope)
+    create_file(path, envelope)
     files = tuple(
         p
         for p in (new_root_key_path(layout, version, n) for n in range(1, ROOT_KEY_COUNT + 1))
@@ -258,7 +245,7 @@ async def rotate(
     finally:
         await db.close()
     path = layout.trust_root(version)
-    _write_atomically(path, envelope)
+    create_file(path, envelope)
     return Rotation(
         version,
         trust.digest_of(envelope),

@@ -48,6 +48,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from provex.errors import FailedPrecondition, InvalidArgument, VerificationError
+from provex.keyfiles import fsync_directory
 from provex.storage import BUSY_TIMEOUT_MS, schema_version
 from provex.timestamps import utc_now
 
@@ -191,14 +192,6 @@ def _fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def _is_archive(path: Path) -> bool:
     return path.name.endswith(_ARCHIVE_SUFFIXES)
 
@@ -336,7 +329,7 @@ def _write_archive(staging: Path, manifest: Manifest, target: Path) -> None:
         os.replace(scratch, target)
     finally:
         scratch.unlink(missing_ok=True)
-    _fsync_directory(target.parent)
+    fsync_directory(target.parent)
 
 
 # ---------------------------------------------------------------- backup
@@ -366,7 +359,7 @@ def backup_state(state_dir: Path, target: Path) -> Manifest:
         else:
             os.chmod(staging, 0o700)
             os.replace(staging, target)
-            _fsync_directory(target.parent)
+            fsync_directory(target.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
@@ -504,7 +497,7 @@ def restore_state(archive: Path, state_dir: Path) -> Manifest:
         for entry in sorted(staging.iterdir()):
             os.replace(entry, state_dir / entry.name)
         staging.rmdir()
-        _fsync_directory(state_dir)
+        fsync_directory(state_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if created:

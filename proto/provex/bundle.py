@@ -24,8 +24,12 @@ loaded once per :class:`~provex.trust.TrustRoot`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Generic
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from google.protobuf.message import Message
 
 from provex import checkpoint as notes
 from provex import documents, merkle
@@ -55,6 +59,16 @@ def verify_bundle(
     entry, note, log_index = bundle.envelope, bundle.checkpoint, bundle.log_index
     document, envelope, checkpoint = _verify(bundle, entry, note, trust_root, message_class)
     return VerifiedBundle(document, envelope, entry, log_index, checkpoint, note)
+
+
+def document_signers(
+    trust_root: TrustRoot, message_class: type[Message]
+) -> tuple[Mapping[str, Ed25519PublicKey], int]:
+    """The keys that sign ``message_class`` documents, and how many must: a threshold of
+    the root keys for trust roots, the issuer key for everything else."""
+    if message_class is trust_pb2.TrustRoot:
+        return trust_root.root_public_keys, trust_root.root_threshold
+    return trust_root.issuer_keys, 1
 
 
 def verify_certificate(
@@ -94,9 +108,6 @@ def _verify(
         checkpoint.root_hash,
     )
     envelope = dsse.Envelope.from_json(entry)
-    if message_class is trust_pb2.TrustRoot:
-        keys, threshold = trust_root.root_public_keys, trust_root.root_threshold
-    else:
-        keys, threshold = trust_root.issuer_keys, 1
+    keys, threshold = document_signers(trust_root, message_class)
     document = documents.open_document(envelope, message_class, keys, threshold)
     return document, envelope, checkpoint

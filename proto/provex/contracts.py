@@ -76,7 +76,7 @@ from provex.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Ve
 from provex.ids import DatasetId, validate_node_id
 from provex.members import check_credit_code
 from provex.timestamps import from_timestamp, to_timestamp
-from provex.v1 import common_pb2, market_pb2
+from provex.v1 import common_pb2, market_pb2, supervision_pb2
 
 __all__ = [
     "AGREED",
@@ -107,6 +107,7 @@ __all__ = [
     "propose",
     "seller_sign",
     "state_name",
+    "trade_record",
     "transition",
     "validate_terms",
     "verify_contract",
@@ -822,3 +823,29 @@ def propose(
             "request, a new contract needs a new idempotency key"
         )
     return Outcome(existing, False)
+
+
+def trade_record(
+    terms: market_pb2.ContractTerms,
+    envelope: bytes,
+    *,
+    category: str,
+    grade: common_pb2.Grade.ValueType,
+    region_code: str,
+) -> supervision_pb2.TradeRecord:
+    """The trade record of a finalized contract: its parties and price from ``terms``, the
+    two-signature ``envelope``, and the dataset's category, grade and region (which the
+    seller's node takes from its listing and the registry from its own certificate)."""
+    return supervision_pb2.TradeRecord(
+        contract_id=terms.contract_id,
+        contract=envelope,
+        dataset_id=terms.dataset_id,
+        seller=terms.seller,
+        buyer=terms.buyer,
+        seller_node=terms.seller_node,
+        buyer_node=terms.buyer_node,
+        price=terms.price,
+        category=category,
+        grade=grade,
+        region_code=region_code,
+    )

@@ -960,16 +960,16 @@ def decide_export(
         )
     ]
 
-    if export.grade is Grade.CORE:
+    def refused(rule: str, detail: str) -> ExportDecision:
+        """FORBIDDEN: no document or negative list changes that (both named if present)."""
         ignored = []
         if held_documents:
             ignored.append(f"{len(held_documents)} document(s) held")
         if listed is not None:
             ignored.append("the free-trade-zone negative list")
-        detail = f"dataset {export.dataset_id} is core data, which never leaves the mainland"
         if ignored:
             detail += f" (ignoring {' and '.join(ignored)})"
-        reasons.append(ExportReason(RULE_CORE_FORBIDDEN, Mechanism.FORBIDDEN, detail))
+        reasons.append(ExportReason(rule, Mechanism.FORBIDDEN, detail))
         return ExportDecision(
             is_export=True,
             mechanism=Mechanism.FORBIDDEN,
@@ -979,28 +979,19 @@ def decide_export(
             reasons=tuple(reasons),
         )
 
+    if export.grade is Grade.CORE:
+        return refused(
+            RULE_CORE_FORBIDDEN,
+            f"dataset {export.dataset_id} is core data, which never leaves the mainland",
+        )
+
     forbidden = [c for c, r in rules.items() if r is CrossBorderRule.FORBIDDEN]
     if forbidden:
-        ignored = []
-        if held_documents:
-            ignored.append(f"{len(held_documents)} document(s) held")
-        if listed is not None:
-            ignored.append("the free-trade-zone negative list")
         which = "category" if len(forbidden) == 1 else "categories"
-        detail = (
+        return refused(
+            RULE_CATALOG_FORBIDDEN,
             f"the catalog forbids exporting {which} {', '.join(forbidden)} (cross-border rule "
-            f"forbidden): dataset {export.dataset_id} never leaves the mainland"
-        )
-        if ignored:
-            detail += f" (ignoring {' and '.join(ignored)})"
-        reasons.append(ExportReason(RULE_CATALOG_FORBIDDEN, Mechanism.FORBIDDEN, detail))
-        return ExportDecision(
-            is_export=True,
-            mechanism=Mechanism.FORBIDDEN,
-            satisfied=False,
-            document=None,
-            counters_after=counters_after,
-            reasons=tuple(reasons),
+            f"forbidden): dataset {export.dataset_id} never leaves the mainland",
         )
 
     if listed is not None:

@@ -36,6 +36,7 @@ from typing import Any, TextIO
 import grpc
 
 from provex.errors import InvalidArgument
+from provex.rpc import wrap_handler
 
 __all__ = (
     "REQUEST_ID_KEY",
@@ -381,16 +382,10 @@ class RequestIdInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
             return None  # type: ignore[return-value]  # no such method: grpc answers UNIMPLEMENTED
         method = str(handler_call_details.method)
         wanted = _metadata_value(handler_call_details.invocation_metadata, REQUEST_ID_KEY)
-        if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_unary(handler.unary_unary, method, wanted))  # type: ignore[no-any-return]
-        if handler.stream_unary is not None:
-            return handler._replace(stream_unary=_unary(handler.stream_unary, method, wanted))  # type: ignore[no-any-return]
-        if handler.unary_stream is not None:
-            return handler._replace(  # type: ignore[no-any-return]
-                unary_stream=_streaming(handler.unary_stream, method, wanted)
-            )
-        return handler._replace(  # type: ignore[no-any-return]
-            stream_stream=_streaming(handler.stream_stream, method, wanted)
+        return wrap_handler(
+            handler,
+            lambda behavior: _unary(behavior, method, wanted),
+            lambda behavior: _streaming(behavior, method, wanted),
         )
 
 

@@ -45,6 +45,7 @@ from prometheus_client.registry import Collector
 
 from provex.errors import FailedPrecondition, InvalidArgument
 from provex.logs import call_code
+from provex.rpc import wrap_handler
 
 __all__ = (
     "DurableCounter",
@@ -294,20 +295,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return None  # type: ignore[return-value]
         method = str(handler_call_details.method)
         hook = metrics.response_hook(method)
-        if handler.unary_unary is not None:
-            return handler._replace(  # type: ignore[no-any-return]
-                unary_unary=_unary(handler.unary_unary, metrics, port, method, hook)
-            )
-        if handler.stream_unary is not None:
-            return handler._replace(  # type: ignore[no-any-return]
-                stream_unary=_unary(handler.stream_unary, metrics, port, method, hook)
-            )
-        if handler.unary_stream is not None:
-            return handler._replace(  # type: ignore[no-any-return]
-                unary_stream=_streaming(handler.unary_stream, metrics, port, method, hook)
-            )
-        return handler._replace(  # type: ignore[no-any-return]
-            stream_stream=_streaming(handler.stream_stream, metrics, port, method, hook)
+        return wrap_handler(
+            handler,
+            lambda behavior: _unary(behavior, metrics, port, method, hook),
+            lambda behavior: _streaming(behavior, metrics, port, method, hook),
         )
 
 

@@ -78,6 +78,25 @@ def _wrap_stream_response(behavior: Behavior) -> Behavior:
     return handler
 
 
+def wrap_handler(
+    handler: Any,
+    unary: Callable[[Behavior], Behavior],
+    streaming: Callable[[Behavior], Behavior],
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` with its behaviour wrapped: by ``unary`` when the call answers one
+    response (unary-unary, stream-unary), by ``streaming`` when it answers a stream.
+
+    What every server interceptor here does with the handler ``continuation`` gave it.
+    """
+    if handler.unary_unary is not None:
+        return handler._replace(unary_unary=unary(handler.unary_unary))  # type: ignore[no-any-return]
+    if handler.stream_unary is not None:
+        return handler._replace(stream_unary=unary(handler.stream_unary))  # type: ignore[no-any-return]
+    if handler.unary_stream is not None:
+        return handler._replace(unary_stream=streaming(handler.unary_stream))  # type: ignore[no-any-return]
+    return handler._replace(stream_stream=streaming(handler.stream_stream))  # type: ignore[no-any-return]
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Turns ProvexError into its status code; hides every other exception as INTERNAL."""
 
@@ -91,13 +110,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler: Any = await continuation(handler_call_details)
         if handler is None:
             return None  # type: ignore[return-value]  # no such method: grpc answers UNIMPLEMENTED
-        if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_wrap_unary_response(handler.unary_unary))  # type: ignore[no-any-return]
-        if handler.stream_unary is not None:
-            return handler._replace(stream_unary=_wrap_unary_response(handler.stream_unary))  # type: ignore[no-any-return]
-        if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_wrap_stream_response(handler.unary_stream))  # type: ignore[no-any-return]
-        return handler._replace(stream_stream=_wrap_stream_response(handler.stream_stream))  # type: ignore[no-any-return]
+        return wrap_handler(handler, _wrap_unary_response, _wrap_stream_response)
 
 
 CallCheck = Callable[[grpc.aio.ServicerContext[Any, Any]], Awaitable[None]]
@@ -148,13 +161,11 @@ class CallerCheckInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-a
         if handler is None:
             return None  # type: ignore[return-value]  # no such method: grpc answers UNIMPLEMENTED
         check = self._check
-        if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_checked(handler.unary_unary, check, False))  # type: ignore[no-any-return]
-        if handler.stream_unary is not None:
-            return handler._replace(stream_unary=_checked(handler.stream_unary, check, False))  # type: ignore[no-any-return]
-        if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_checked(handler.unary_stream, check, True))  # type: ignore[no-any-return]
-        return handler._replace(stream_stream=_checked(handler.stream_stream, check, True))  # type: ignore[no-any-return]
+        return wrap_handler(
+            handler,
+            lambda behavior: _checked(behavior, check, False),
+            lambda behavior: _checked(behavior, check, True),
+        )
 
 
 def add_health_and_reflection(
